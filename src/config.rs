@@ -1,0 +1,21 @@
+//! Module configuration: `CONFIG GET/SET lock.<name>` and `--loadmodule … <name> <value>`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::request::MAX_MILLIS;
+
+pub const SIGNAL_EXPIRE_DEFAULT: i64 = 1000;
+pub const SIGNAL_EXPIRE_MIN: i64 = 1;
+pub const SIGNAL_EXPIRE_MAX: i64 = MAX_MILLIS as i64;
+
+/// Milliseconds the signal list lives after a release, reset or expiry when the command gives no
+/// SIGNAL-EXPIRE (python-redis-lock's `signal_expire`, default 1000).
+pub static SIGNAL_EXPIRE: AtomicI64 = AtomicI64::new(SIGNAL_EXPIRE_DEFAULT);
+
+pub fn signal_expire_ms() -> u64 {
+    // The server enforces the registered range; clamp anyway so a bad value can never reach a
+    // PEXPIRE as 0 or a negative number.
+    SIGNAL_EXPIRE
+        .load(Ordering::Relaxed)
+        .clamp(SIGNAL_EXPIRE_MIN, SIGNAL_EXPIRE_MAX) as u64
+}

@@ -1,0 +1,48 @@
+//! What the lock rules need from the keyspace and from time.
+
+use crate::error::LockError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyspaceError {
+    /// The key holds another type than the layout expects.
+    WrongType,
+    /// The server refused a read or write (a key of a slot this node does not serve, …).
+    Refused(String),
+}
+
+impl From<KeyspaceError> for LockError {
+    fn from(e: KeyspaceError) -> Self {
+        match e {
+            KeyspaceError::WrongType => LockError::WrongType,
+            KeyspaceError::Refused(msg) => LockError::Server(msg),
+        }
+    }
+}
+
+pub type KeyResult<T> = Result<T, KeyspaceError>;
+
+/// The python-redis-lock layout of one database: `lock:<name>` and `lock-signal:<name>`.
+/// Methods take the lock's name; the implementation builds the keys.
+pub trait Keyspace {
+    /// The owner id stored in `lock:<name>`, or `None` when the lock is free.
+    fn owner(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>>;
+    /// `PTTL lock:<name>`: milliseconds left, -1 without expiry, -2 when free.
+    fn ttl_ms(&mut self, name: &[u8]) -> KeyResult<i64>;
+    /// `Err(WrongType)` when `lock-signal:<name>` exists and is not a list.
+    fn check_signal_type(&mut self, name: &[u8]) -> KeyResult<()>;
+    /// True when `lock-signal:<name>` exists (a wake-up is already pending for python waiters).
+    fn signal_pending(&mut self, name: &[u8]) -> KeyResult<bool>;
+    /// `SET lock:<name> <owner> [PX ttl]`.
+    fn set_owner(&mut self, name: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> KeyResult<()>;
+    /// `PEXPIRE lock:<name> ttl`.
+    fn set_ttl(&mut self, name: &[u8], ttl_ms: u64) -> KeyResult<()>;
+    /// `DEL lock:<name>`; true if a key was deleted.
+    fn delete_lock(&mut self, name: &[u8]) -> KeyResult<bool>;
+    /// python's signal, in its order: `DEL`, `LPUSH 1`, `PEXPIRE expire_ms` on `lock-signal:<name>`.
+    fn push_signal(&mut self, name: &[u8], expire_ms: u64) -> KeyResult<()>;
+}
+
+/// Milliseconds on some monotonic-enough clock (the server's `mstime` in production).
+pub trait Clock {
+    fn now_ms(&self) -> u64;
+}

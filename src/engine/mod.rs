@@ -1,0 +1,16 @@
+//! The lock's rules in plain Rust: who gets a lock, in what order, and what is written when.
+//!
+//! Nothing here talks to the server. The keyspace is reached through the small [`Keyspace`]
+//! trait and time through [`Clock`], so unit tests replay whole scenarios against
+//! [`memory::MemoryKeyspace`] with a hand-driven clock (the redis-cell pattern). The FFI glue in
+//! `crate::server` implements both traits on top of the real server.
+
+pub mod keyspace;
+#[cfg(test)]
+pub mod memory;
+pub mod queue;
+pub mod rules;
+
+pub use keyspace::{Clock, Keyspace, KeyspaceError};
+pub use queue::{LockKey, WaitQueues, Waiter, WaiterId};
+pub use rules::{AcquireOutcome, Delivery, LockInfo, LockTable, Wakeup};

@@ -1,0 +1,360 @@
+//! The rules of a lock: acquire, wait in line, hand over, release, extend, reset.
+//!
+//! `LockTable` owns every waiter queue. Each operation reads and writes the keyspace through
+//! [`Keyspace`] and records which blocked clients must now be answered as [`Wakeup`]s; the glue
+//! drains them with [`LockTable::take_wakeups`] and unblocks those clients. Everything one
+//! operation does happens inside one command or timer callback, so it is atomic on the server.
+
+use super::keyspace::{Clock, KeyResult, Keyspace, KeyspaceError};
+use super::queue::{LockKey, WaitQueues, WaiterId};
+use crate::error::LockError;
+
+/// What a blocked client is told when it is unblocked by the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// It owns the lock now, with this id.
+    Granted(Vec<u8>),
+    /// Its wait ended without the lock (timeout, `CLIENT UNBLOCK`): a null reply.
+    NotGranted,
+    /// Its wait ended in an error reply (the node stopped serving the lock, …).
+    Failed(String),
+}
+
+#[derive(Debug)]
+pub struct Wakeup<C> {
+    pub client: C,
+    pub lock: LockKey,
+    pub delivery: Delivery,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcquireOutcome {
+    /// The lock is the caller's, with this id.
+    Acquired(Vec<u8>),
+    /// Busy and the caller may not wait: a null reply.
+    Busy,
+    /// Busy and the caller wants to wait: block it and call [`LockTable::enqueue`].
+    MustWait,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    pub owner: Option<Vec<u8>>,
+    pub ttl_ms: i64,
+    pub waiters: usize,
+}
+
+/// Counters for `INFO lock`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub granted_immediately: u64,
+    pub granted_after_wait: u64,
+    pub timeouts: u64,
+    pub cancelled: u64,
+    pub failed: u64,
+    pub total_wait_ms: u64,
+}
+
+pub struct LockTable<C, K> {
+    waiters: WaitQueues<C>,
+    wakeups: Vec<Wakeup<C>>,
+    clock: K,
+    pub stats: Stats,
+}
+
+impl<C, K: Clock> LockTable<C, K> {
+    pub fn new(clock: K) -> Self {
+        LockTable {
+            waiters: WaitQueues::default(),
+            wakeups: Vec::new(),
+            clock,
+            stats: Stats::default(),
+        }
+    }
+
+    /// LOCK.ACQUIRE's single atomic step. `owner` is the id to take the lock with;
+    /// `explicit_id` says the caller chose it (only then can it already own the lock).
+    pub fn acquire(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        owner: &[u8],
+        ttl_ms: Option<u64>,
+        may_wait: bool,
+    ) -> Result<AcquireOutcome, LockError> {
+        let name = &lock.1;
+        let mut current = ks.owner(name)?;
+        ks.check_signal_type(name)?;
+        if current.is_none() && self.waiters.has_waiters(lock) {
+            // Freed by another command whose hand-off has not run yet (Redis 7.0's 0 ms timer):
+            // the queue goes first, newcomers never barge past it.
+            self.grant_next(ks, lock);
+            current = ks.owner(name)?;
+        }
+        match current {
+            Some(held) if held == owner => Err(LockError::AlreadyAcquired),
+            Some(_) if may_wait => Ok(AcquireOutcome::MustWait),
+            Some(_) => Ok(AcquireOutcome::Busy),
+            None => {
+                ks.set_owner(name, owner, ttl_ms)?;
+                self.stats.granted_immediately += 1;
+                Ok(AcquireOutcome::Acquired(owner.to_vec()))
+            }
+        }
+    }
+
+    /// Queues a blocked acquirer at the tail of the lock's line.
+    pub fn enqueue(
+        &mut self,
+        lock: LockKey,
+        owner: Vec<u8>,
+        ttl_ms: Option<u64>,
+        client: C,
+    ) -> WaiterId {
+        let now = self.clock.now_ms();
+        self.waiters.push(lock, owner, ttl_ms, now, client)
+    }
+
+    /// LOCK.RELEASE: the id must own the lock; it then passes to the next waiter, or is deleted
+    /// and signalled for python waiters.
+    pub fn release(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        id: &[u8],
+        signal_expire_ms: u64,
+    ) -> Result<(), LockError> {
+        let name = &lock.1;
+        ks.check_signal_type(name)?;
+        if ks.owner(name)?.as_deref() != Some(id) {
+            return Err(LockError::NotAcquired);
+        }
+        self.pass_on(ks, lock, signal_expire_ms)?;
+        Ok(())
+    }
+
+    /// LOCK.EXTEND: the id must own the lock and the lock must have an expiry.
+    pub fn extend(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        id: &[u8],
+        ttl_ms: u64,
+    ) -> Result<(), LockError> {
+        let name = &lock.1;
+        if ks.owner(name)?.as_deref() != Some(id) {
+            return Err(LockError::NotAcquired);
+        }
+        if ks.ttl_ms(name)? < 0 {
+            return Err(LockError::NotExpirable);
+        }
+        ks.set_ttl(name, ttl_ms)?;
+        Ok(())
+    }
+
+    /// LOCK.RESET: force-free the lock and pass it on like a release. True if a lock was held.
+    pub fn reset(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        signal_expire_ms: u64,
+    ) -> Result<bool, LockError> {
+        let name = &lock.1;
+        ks.check_signal_type(name)?;
+        let was_held = ks.owner(name)?.is_some();
+        self.pass_on(ks, lock, signal_expire_ms)?;
+        Ok(was_held)
+    }
+
+    /// One lock of LOCK.RESETALL. Unlike RESET nobody can be answered about the signal key, so a
+    /// signal key of another type is replaced, as python's reset_all script does.
+    pub fn reset_for_resetall(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        signal_expire_ms: u64,
+    ) -> Result<bool, LockError> {
+        let was_held = ks.owner(&lock.1)?.is_some();
+        self.pass_on(ks, lock, signal_expire_ms)?;
+        Ok(was_held)
+    }
+
+    pub fn info(&self, ks: &mut impl Keyspace, lock: &LockKey) -> Result<LockInfo, LockError> {
+        let owner = ks.owner(&lock.1)?;
+        let ttl_ms = if owner.is_some() {
+            ks.ttl_ms(&lock.1)?
+        } else {
+            -2
+        };
+        Ok(LockInfo {
+            owner,
+            ttl_ms,
+            waiters: self.waiters.len_of(lock),
+        })
+    }
+
+    /// The lock became free by something that is not one of our commands (expiry, a foreign
+    /// DEL, python's unlock script, a flush): the next waiter gets it; with no waiter, python
+    /// waiters are signalled unless a signal is already pending. No-op if it is held again.
+    pub fn lock_freed(&mut self, ks: &mut impl Keyspace, lock: &LockKey, signal_expire_ms: u64) {
+        match ks.owner(&lock.1) {
+            Ok(None) => {}
+            // Held again (re-acquired, overwritten) or now another type: nothing was freed.
+            Ok(Some(_)) | Err(_) => return,
+        }
+        if self.grant_next(ks, lock) {
+            return;
+        }
+        if let Ok(false) = ks.signal_pending(&lock.1) {
+            // Best effort: a refused write here has nobody to be reported to.
+            let _ = ks.push_signal(&lock.1, signal_expire_ms);
+        }
+    }
+
+    /// A grant that never reached its client (it disconnected, or Redis 7.0 dropped the reply):
+    /// if the lock still holds that grant's id, release it on the ghost's behalf.
+    pub fn take_back(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        owner: &[u8],
+        signal_expire_ms: u64,
+    ) -> bool {
+        if !matches!(ks.owner(&lock.1), Ok(Some(held)) if held == owner) {
+            return false;
+        }
+        self.pass_on(ks, lock, signal_expire_ms).is_ok()
+    }
+
+    /// The waiter's own deadline passed: it is answered with null. False if it was already
+    /// answered (granted, disconnected): the first of grant and timeout wins.
+    pub fn time_out(&mut self, id: WaiterId) -> bool {
+        let Some((lock, waiter)) = self.waiters.remove(id) else {
+            return false;
+        };
+        self.stats.timeouts += 1;
+        self.wakeups.push(Wakeup {
+            client: waiter.client,
+            lock,
+            delivery: Delivery::NotGranted,
+        });
+        true
+    }
+
+    /// Forgets a waiter whose client is gone or was unblocked by the server; the caller answers
+    /// (or frees) the handle it gets back. `None` if the waiter was already answered.
+    pub fn cancel(&mut self, id: WaiterId) -> Option<C> {
+        let (_, waiter) = self.waiters.remove(id)?;
+        self.stats.cancelled += 1;
+        Some(waiter.client)
+    }
+
+    /// Every waiter of one lock gets an error reply (the node can no longer serve the lock).
+    pub fn fail_lock(&mut self, lock: &LockKey, error: &str) {
+        for waiter in self.waiters.drain_lock(lock) {
+            self.stats.failed += 1;
+            self.wakeups.push(Wakeup {
+                client: waiter.client,
+                lock: lock.clone(),
+                delivery: Delivery::Failed(error.to_string()),
+            });
+        }
+    }
+
+    /// Every waiter of every lock gets an error reply (the server stopped being a primary, …).
+    pub fn fail_all(&mut self, error: &str) {
+        let all = self.waiters.drain_all();
+        self.stats.failed += all.len() as u64;
+        for waiter in all {
+            self.wakeups.push(Wakeup {
+                client: waiter.client,
+                lock: (0, Vec::new()),
+                delivery: Delivery::Failed(error.to_string()),
+            });
+        }
+    }
+
+    /// The blocked clients to answer, in the order the rules decided.
+    pub fn take_wakeups(&mut self) -> Vec<Wakeup<C>> {
+        std::mem::take(&mut self.wakeups)
+    }
+
+    pub fn waiters(&self) -> &WaitQueues<C> {
+        &self.waiters
+    }
+
+    pub fn waiters_mut(&mut self) -> &mut WaitQueues<C> {
+        &mut self.waiters
+    }
+
+    /// The lock is being freed by one of our commands: the head waiter gets it straight away
+    /// (one SET, no signal, since the lock never became free); with nobody waiting it is
+    /// deleted and signalled exactly as python's unlock script does.
+    fn pass_on(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        signal_expire_ms: u64,
+    ) -> KeyResult<()> {
+        if self.grant_next(ks, lock) {
+            return Ok(());
+        }
+        ks.push_signal(&lock.1, signal_expire_ms)?;
+        ks.delete_lock(&lock.1)?;
+        Ok(())
+    }
+
+    /// Writes the lock for the head waiter and records its grant. If the server refuses the
+    /// write (typically: this node no longer serves the slot), no waiter of this lock can be
+    /// served here, so all of them get the error and can retry elsewhere.
+    fn grant_next(&mut self, ks: &mut impl Keyspace, lock: &LockKey) -> bool {
+        let Some(waiter) = self.waiters.pop_head(lock) else {
+            return false;
+        };
+        match ks.set_owner(&lock.1, &waiter.owner, waiter.ttl_ms) {
+            Ok(()) => {
+                let waited = self.clock.now_ms().saturating_sub(waiter.since_ms);
+                self.stats.granted_after_wait += 1;
+                self.stats.total_wait_ms += waited;
+                self.wakeups.push(Wakeup {
+                    client: waiter.client,
+                    lock: lock.clone(),
+                    delivery: Delivery::Granted(waiter.owner),
+                });
+                true
+            }
+            Err(e) => {
+                let error = match e {
+                    KeyspaceError::Refused(msg) => msg,
+                    KeyspaceError::WrongType => "WRONGTYPE lock key changed type".to_string(),
+                };
+                let error = hand_off_error(&error);
+                self.stats.failed += 1;
+                self.wakeups.push(Wakeup {
+                    client: waiter.client,
+                    lock: lock.clone(),
+                    delivery: Delivery::Failed(error.clone()),
+                });
+                self.fail_lock(lock, &error);
+                false
+            }
+        }
+    }
+}
+
+/// The error a waiter gets when its grant could not be written. A key this node no longer
+/// serves becomes TRYAGAIN, so cluster clients retry and get redirected.
+fn hand_off_error(server_error: &str) -> String {
+    let lower = server_error.to_ascii_lowercase();
+    if lower.contains("non local key") || lower.starts_with("moved") || lower.starts_with("ask") {
+        "TRYAGAIN the lock's slot is no longer served by this node, retry".to_string()
+    } else {
+        format!(
+            "UNBLOCKED the lock could not be handed over: {}",
+            crate::error::sanitize_error(server_error)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,68 @@
+//! `lock`: distributed locks native to Redis and Valkey, sharing python-redis-lock's keyspace.
+//!
+//! This file only registers things with the server. Where the rest lives:
+//! - `request`: argument parsing into typed requests (pure);
+//! - `engine`: the lock rules, wait queues, and the keyspace/clock traits (pure);
+//! - `server`: the FFI glue (command handlers, blocked clients, timers, notifications);
+//! - `config`, `keys`, `error`: configuration, key layout, error replies.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod keys;
+pub mod request;
+pub mod server;
+
+use redis_module::configuration::ConfigurationFlags;
+use redis_module::{redis_module, Context, NotifyEvent};
+use redis_module_macros::flush_event_handler;
+
+use server::{commands, events};
+
+// The server's allocator in production; the system one in unit tests, where there is no server
+// (RedisAlloc aborts without it).
+#[cfg(not(test))]
+type ModuleAlloc = redis_module::alloc::RedisAlloc;
+#[cfg(test)]
+type ModuleAlloc = std::alloc::System;
+
+fn on_keyspace_event(ctx: &Context, class: NotifyEvent, event: &str, key: &[u8]) {
+    events::on_keyspace_event(ctx, class, event, key);
+}
+
+#[flush_event_handler]
+fn on_flush(ctx: &Context, subevent: redis_module::server_events::FlushSubevent) {
+    events::on_flush(ctx, subevent);
+}
+
+// Command flags: ACQUIRE may block and allocates (deny-oom); RELEASE, EXTEND and RESET must work
+// on a full server, so they are not deny-oom. The name (argument 1) is the key for routing.
+// ACL categories stay empty: a non-empty one fails to load on Redis 7.0 (module-api-notes §4.3).
+redis_module! {
+    name: "lock",
+    version: 1,
+    allocator: (ModuleAlloc, ModuleAlloc {}),
+    data_types: [],
+    commands: [
+        ["lock.acquire", commands::acquire, "write deny-oom blocking", 1, 1, 1, ""],
+        ["lock.release", commands::release, "write fast", 1, 1, 1, ""],
+        ["lock.extend", commands::extend, "write fast", 1, 1, 1, ""],
+        ["lock.owner", commands::owner, "readonly fast", 1, 1, 1, ""],
+        ["lock.reset", commands::reset, "write fast", 1, 1, 1, ""],
+        ["lock.resetall", commands::reset_all, "write", 0, 0, 0, ""],
+        ["lock.info", commands::info, "readonly fast", 1, 1, 1, ""],
+    ],
+    event_handlers: [
+        [@GENERIC @EXPIRED @EVICTED: on_keyspace_event],
+    ],
+    configurations: [
+        i64: [
+            ["signal-expire", &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,
+             config::SIGNAL_EXPIRE_MIN, config::SIGNAL_EXPIRE_MAX, ConfigurationFlags::DEFAULT, None],
+        ],
+        string: [],
+        bool: [],
+        enum: [],
+        module_args_as_configuration: true,
+    ]
+}

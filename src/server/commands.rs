@@ -1,0 +1,216 @@
+//! The LOCK.* command handlers: parse the arguments, run the rules on the real keyspace, answer
+//! the clients the rules woke, reply to the caller.
+
+use std::collections::{BTreeMap, HashSet};
+
+use redis_module::{
+    CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, RedisError, RedisResult,
+    RedisString, RedisValue,
+};
+
+use redis_module::redisvalue::RedisValueKey;
+
+use super::blocking::{block, deliver};
+use super::keyspace::RedisKeyspace;
+use super::state::{selected_db, with_table, Table};
+use crate::config::signal_expire_ms;
+use crate::engine::{AcquireOutcome, LockKey};
+use crate::error::LockError;
+use crate::keys::{has_hash_tag, name_of_lock_key, new_owner_id};
+use crate::request::{self, Wait};
+
+impl From<LockError> for RedisError {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::WrongArity => RedisError::WrongArity,
+            other => RedisError::String(other.reply_text()),
+        }
+    }
+}
+
+/// The arguments after the command name, as byte slices.
+fn arg_bytes(args: &[RedisString]) -> Vec<&[u8]> {
+    args.iter().skip(1).map(RedisString::as_slice).collect()
+}
+
+/// The lock a command names, in the caller's database. In a cluster the name must carry a hash
+/// tag, or `lock:<name>` and `lock-signal:<name>` could live on other nodes than the name routes to.
+fn lock_of(ctx: &Context, name: Vec<u8>) -> Result<LockKey, LockError> {
+    if ctx.get_flags().contains(ContextFlags::CLUSTER) && !has_hash_tag(&name) {
+        return Err(LockError::invalid(
+            "in cluster mode the lock name must contain a non-empty {hash tag}",
+        ));
+    }
+    Ok((selected_db(ctx), name))
+}
+
+/// Runs one rules operation on the lock table with the real keyspace, then answers the clients
+/// it woke (after the table is released, so nothing it triggers can find it borrowed).
+fn run<R>(
+    ctx: &Context,
+    op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> Result<R, LockError>,
+) -> Result<R, LockError> {
+    let (result, wakeups) = with_table(|t| {
+        let result = op(t, &mut RedisKeyspace::new(ctx));
+        (result, t.take_wakeups())
+    })?;
+    deliver(ctx, wakeups);
+    result
+}
+
+/// A context that cannot block (MULTI, Lua, functions, RM_Call from another module, replaying
+/// the AOF or the master's stream) gets one try, as NOWAIT.
+fn may_block(ctx: &Context) -> bool {
+    !ctx.get_flags().intersects(
+        ContextFlags::MULTI
+            | ContextFlags::LUA
+            | ContextFlags::DENY_BLOCKING
+            | ContextFlags::LOADING
+            | ContextFlags::REPLICATED,
+    )
+}
+
+pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let req = request::parse_acquire(&arg_bytes(&args))?;
+    let lock = lock_of(ctx, req.name)?;
+    let owner = req.id.unwrap_or_else(new_owner_id);
+    let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
+    let outcome = run(ctx, |t, ks| {
+        t.acquire(ks, &lock, &owner, req.ttl_ms, wants_to_wait)
+    })?;
+    match outcome {
+        AcquireOutcome::Acquired(id) => Ok(RedisValue::StringBuffer(id)),
+        AcquireOutcome::Busy => Ok(RedisValue::Null),
+        AcquireOutcome::MustWait => {
+            let timeout = match req.wait {
+                Wait::Millis(ms) => Some(ms),
+                Wait::Forever | Wait::NoWait => None,
+            };
+            block(ctx, lock, owner, req.ttl_ms, timeout)?;
+            Ok(RedisValue::NoReply)
+        }
+    }
+}
+
+pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let req = request::parse_release(&arg_bytes(&args))?;
+    let lock = lock_of(ctx, req.name)?;
+    let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
+    run(ctx, |t, ks| t.release(ks, &lock, &req.id, signal_expire))?;
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+pub fn extend(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let req = request::parse_extend(&arg_bytes(&args))?;
+    let lock = lock_of(ctx, req.name)?;
+    run(ctx, |t, ks| t.extend(ks, &lock, &req.id, req.ttl_ms))?;
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+pub fn owner(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let name = request::parse_name_only(&arg_bytes(&args))?;
+    let lock = lock_of(ctx, name)?;
+    let info = run(ctx, |t, ks| t.info(ks, &lock))?;
+    Ok(info
+        .owner
+        .map_or(RedisValue::Null, RedisValue::StringBuffer))
+}
+
+pub fn reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let req = request::parse_reset(&arg_bytes(&args))?;
+    let lock = lock_of(ctx, req.name)?;
+    let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
+    let was_held = run(ctx, |t, ks| t.reset(ks, &lock, signal_expire))?;
+    Ok(RedisValue::Integer(i64::from(was_held)))
+}
+
+/// Resets every `lock:*` string key of the current database. It walks the keyspace with SCAN
+/// inside the command rather than building a KEYS list; a name is reset at most once, even when
+/// a hand-off re-creates its key and a later SCAN step returns it again.
+pub fn reset_all(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    request::parse_no_args(&arg_bytes(&args))?;
+    let db = selected_db(ctx);
+    let signal_expire = signal_expire_ms();
+    let scan = CallOptionsBuilder::new().errors_as_replies().build();
+    let mut done: HashSet<Vec<u8>> = HashSet::new();
+    let mut cursor = b"0".to_vec();
+    let mut count = 0i64;
+    loop {
+        let reply: CallResult<'static> = ctx.call_ext(
+            "SCAN",
+            &scan,
+            &[
+                &cursor[..],
+                b"MATCH",
+                b"lock:*",
+                b"COUNT",
+                b"1000",
+                b"TYPE",
+                b"string",
+            ],
+        );
+        let (next, names) = parse_scan_reply(reply)?;
+        for name in names {
+            if !done.insert(name.clone()) {
+                continue;
+            }
+            let lock = (db, name);
+            if run(ctx, |t, ks| t.reset_for_resetall(ks, &lock, signal_expire))? {
+                count += 1;
+            }
+        }
+        if next == b"0" {
+            break;
+        }
+        cursor = next;
+    }
+    Ok(RedisValue::Integer(count))
+}
+
+/// `[cursor, [key, …]]` → the next cursor and the lock names among the keys.
+fn parse_scan_reply(reply: CallResult<'static>) -> Result<(Vec<u8>, Vec<Vec<u8>>), LockError> {
+    let unexpected = || LockError::Server("ERR unexpected SCAN reply".to_string());
+    let reply = reply.map_err(|e| LockError::Server(e.to_string()))?;
+    let CallReply::Array(parts) = reply else {
+        return Err(unexpected());
+    };
+    let cursor = match parts.get(0) {
+        Some(Ok(CallReply::String(s))) => s.as_bytes().to_vec(),
+        _ => return Err(unexpected()),
+    };
+    let mut names = Vec::new();
+    if let Some(Ok(CallReply::Array(keys))) = parts.get(1) {
+        for i in 0..keys.len() {
+            if let Some(Ok(CallReply::String(key))) = keys.get(i) {
+                if let Some(name) = name_of_lock_key(key.as_bytes()) {
+                    names.push(name.to_vec());
+                }
+            }
+        }
+    } else {
+        return Err(unexpected());
+    }
+    Ok((cursor, names))
+}
+
+/// `owner`, `ttl-ms` and `waiters` of one lock: a map in RESP3, a flat array in RESP2.
+pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let name = request::parse_name_only(&arg_bytes(&args))?;
+    let lock = lock_of(ctx, name)?;
+    let info = run(ctx, |t, ks| t.info(ks, &lock))?;
+    let mut map = BTreeMap::new();
+    map.insert(
+        RedisValueKey::String("owner".into()),
+        info.owner
+            .map_or(RedisValue::Null, RedisValue::StringBuffer),
+    );
+    map.insert(
+        RedisValueKey::String("ttl-ms".into()),
+        RedisValue::Integer(info.ttl_ms),
+    );
+    map.insert(
+        RedisValueKey::String("waiters".into()),
+        RedisValue::Integer(info.waiters as i64),
+    );
+    Ok(RedisValue::OrderedMap(map))
+}

@@ -1,0 +1,145 @@
+//! Locks freed behind our back: expiry, eviction, a foreign DEL (python's unlock script, a user),
+//! a flush. The notification callback only records the lock; the hand-off is written later, in a
+//! post-notification job (Redis 7.2+, Valkey: atomic with the command that freed the lock) or a
+//! 0 ms timer (Redis 7.0). Writing inside the callback itself puts the grant before the DEL in
+//! the replication stream and empties the lock on every replica (module-api-notes §3.3).
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use redis_module::server_events::FlushSubevent;
+use redis_module::{Context, ContextFlags, NotifyEvent, Status};
+
+use super::blocking::deliver;
+use super::keyspace::{writing_now, RedisKeyspace};
+use super::state::{select_db, selected_db, with_table};
+use crate::config::signal_expire_ms;
+use crate::engine::LockKey;
+use crate::keys::name_of_lock_key;
+
+thread_local! {
+    /// Locks that may have been freed and wait for the scheduled settle step.
+    static MAYBE_FREED: RefCell<HashSet<LockKey>> = RefCell::new(HashSet::new());
+}
+
+/// Keyspace-notification callback for `del`, `expired` and `evicted`.
+pub fn on_keyspace_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &[u8]) {
+    if writing_now() || !matches!(event, "del" | "expired" | "evicted") {
+        return;
+    }
+    if let Some(name) = name_of_lock_key(key) {
+        schedule_settle(ctx, (selected_db(ctx), name.to_vec()));
+    }
+}
+
+/// FLUSHDB/FLUSHALL send no per-key events: every lock with waiters may be free now.
+pub fn on_flush(ctx: &Context, subevent: FlushSubevent) {
+    if subevent != FlushSubevent::Ended {
+        return;
+    }
+    let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
+    for lock in locks {
+        schedule_settle(ctx, lock);
+    }
+}
+
+/// Records a lock to settle and makes sure a settle step is scheduled once.
+fn schedule_settle(ctx: &Context, lock: LockKey) {
+    let already_scheduled = MAYBE_FREED.with(|set| {
+        let mut set = set.borrow_mut();
+        let scheduled = !set.is_empty();
+        set.insert(lock);
+        scheduled
+    });
+    if already_scheduled {
+        return;
+    }
+    if let Ok(Status::Ok) = ctx.add_post_notification_job(settle_maybe_freed) {
+        return;
+    }
+    ctx.create_timer(Duration::ZERO, settle_on_timer, ());
+}
+
+fn settle_on_timer(ctx: &Context, _: ()) {
+    settle_maybe_freed(ctx);
+}
+
+/// For each recorded lock: if it is free, the next waiter gets it, else python waiters are
+/// signalled (see `LockTable::lock_freed`).
+fn settle_maybe_freed(ctx: &Context) {
+    match write_permission(ctx) {
+        WritePermission::Never => {
+            // A replica (or a loading server) never grants or signals on its own.
+            MAYBE_FREED.with(|set| set.borrow_mut().clear());
+            return;
+        }
+        WritePermission::Later => {
+            // CLIENT PAUSE WRITE or a failover in progress: try again shortly.
+            ctx.create_timer(Duration::from_millis(10), settle_on_timer, ());
+            return;
+        }
+        WritePermission::Now => {}
+    }
+    let locks: Vec<LockKey> = MAYBE_FREED.with(|set| set.borrow_mut().drain().collect());
+    for lock in locks {
+        if !select_db(ctx, lock.0) {
+            continue;
+        }
+        let wakeups = with_table(|t| {
+            t.lock_freed(&mut RedisKeyspace::new(ctx), &lock, signal_expire_ms());
+            t.take_wakeups()
+        });
+        if let Ok(wakeups) = wakeups {
+            deliver(ctx, wakeups);
+        }
+    }
+}
+
+/// A grant that never reached its client is released on its behalf, from a 0 ms timer (the
+/// free-privdata callback that notices it is no place to write from).
+pub fn schedule_take_back(ctx: &Context, lock: LockKey, owner: Vec<u8>) {
+    ctx.create_timer(Duration::ZERO, take_back_on_timer, (lock, owner));
+}
+
+fn take_back_on_timer(ctx: &Context, (lock, owner): (LockKey, Vec<u8>)) {
+    if write_permission(ctx) != WritePermission::Now {
+        return;
+    }
+    if !select_db(ctx, lock.0) {
+        return;
+    }
+    let wakeups = with_table(|t| {
+        t.take_back(
+            &mut RedisKeyspace::new(ctx),
+            &lock,
+            &owner,
+            signal_expire_ms(),
+        );
+        t.take_wakeups()
+    });
+    if let Ok(wakeups) = wakeups {
+        deliver(ctx, wakeups);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum WritePermission {
+    Now,
+    Later,
+    Never,
+}
+
+/// May a timer or job of ours write now? Only a primary that is not loading, and not while
+/// the server asks modules to avoid replication traffic (CLIENT PAUSE WRITE, failover).
+fn write_permission(ctx: &Context) -> WritePermission {
+    let flags = ctx.get_flags();
+    if !flags.contains(ContextFlags::MASTER) || flags.contains(ContextFlags::LOADING) {
+        return WritePermission::Never;
+    }
+    if ctx.avoid_replication_traffic() {
+        WritePermission::Later
+    } else {
+        WritePermission::Now
+    }
+}

@@ -1,0 +1,14 @@
+//! The FFI glue: everything that talks to the server's module API.
+//!
+//! - `commands`: the LOCK.* handlers: parse, run the rules, reply.
+//! - `keyspace`: the rules' `Keyspace` on the real server (reads by key handle, writes by
+//!   replicated `RM_Call` so replicas, AOF, cluster checks and notifications see them).
+//! - `blocking`: blocked clients, their replies, timeouts, disconnects.
+//! - `events`: keyspace notifications and server events that free locks behind our back.
+//! - `state`: the one `LockTable` of the server, touched only on the main thread.
+
+pub mod blocking;
+pub mod commands;
+pub mod events;
+pub mod keyspace;
+pub mod state;

@@ -1,0 +1,64 @@
+//! The server's single lock table.
+//!
+//! Redis calls module commands, timers, blocked-client callbacks and notifications on its main
+//! thread only, so the table lives in a thread-local `RefCell`. Borrowing is never nested by
+//! design (notification callbacks, which can fire inside our own writes, do not touch it); a
+//! nested borrow would be a bug, and it turns into an error reply instead of a panic, because a
+//! panic here would abort the whole server.
+
+use std::cell::RefCell;
+
+use redis_module::{raw, Context};
+
+use super::blocking::BlockedClient;
+use crate::engine::{Clock, LockTable};
+use crate::error::LockError;
+
+/// The server's wall clock in milliseconds (`mstime`, what key expiry is measured against).
+pub struct ServerClock;
+
+impl Clock for ServerClock {
+    fn now_ms(&self) -> u64 {
+        // SAFETY: RedisModule_Milliseconds takes no arguments and only reads the clock; the
+        // pointer is filled in at module load on every supported server.
+        match unsafe { raw::RedisModule_Milliseconds } {
+            Some(now) => unsafe { now() }.max(0) as u64,
+            None => 0,
+        }
+    }
+}
+
+pub type Table = LockTable<BlockedClient, ServerClock>;
+
+thread_local! {
+    static TABLE: RefCell<Table> = RefCell::new(LockTable::new(ServerClock));
+}
+
+/// Runs `f` on the lock table.
+pub fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> Result<R, LockError> {
+    TABLE.with(|table| match table.try_borrow_mut() {
+        Ok(mut table) => Ok(f(&mut table)),
+        Err(_) => Err(LockError::Server(
+            "ERR lock module busy (re-entered), try again".to_string(),
+        )),
+    })
+}
+
+/// The database the context's client has selected.
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: ctx is the live context of the current callback.
+    match unsafe { raw::RedisModule_GetSelectedDb } {
+        Some(get) => unsafe { get(ctx.ctx) },
+        None => 0,
+    }
+}
+
+/// Selects `db` on the context's client, for callbacks not tied to a user's client (timers).
+pub fn select_db(ctx: &Context, db: i32) -> bool {
+    // SAFETY: ctx is the live context of the current callback; an out-of-range db is refused by
+    // the server with REDISMODULE_ERR, never undefined behaviour.
+    match unsafe { raw::RedisModule_SelectDb } {
+        Some(select) => (unsafe { select(ctx.ctx, db) }) == raw::REDISMODULE_OK as i32,
+        None => false,
+    }
+}
