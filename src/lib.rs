@@ -30,6 +30,10 @@ fn on_keyspace_event(ctx: &Context, class: NotifyEvent, event: &str, key: &[u8])
     events::on_keyspace_event(ctx, class, event, key);
 }
 
+fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Status {
+    events::subscribe_server_events(ctx)
+}
+
 #[flush_event_handler]
 fn on_flush(ctx: &Context, subevent: redis_module::server_events::FlushSubevent) {
     events::on_flush(ctx, subevent);
@@ -43,6 +47,7 @@ redis_module! {
     version: 1,
     allocator: (ModuleAlloc, ModuleAlloc {}),
     data_types: [],
+    init: init,
     commands: [
         ["lock.acquire", commands::acquire, "write deny-oom blocking", 1, 1, 1, ""],
         ["lock.release", commands::release, "write fast", 1, 1, 1, ""],

@@ -11,6 +11,7 @@ use redis_module::{
 use redis_module::redisvalue::RedisValueKey;
 
 use super::blocking::{block, deliver};
+use super::deadlines;
 use super::keyspace::RedisKeyspace;
 use super::state::{selected_db, with_table, Table};
 use crate::config::signal_expire_ms;
@@ -44,10 +45,12 @@ fn lock_of(ctx: &Context, name: Vec<u8>) -> Result<LockKey, LockError> {
     Ok((selected_db(ctx), name))
 }
 
-/// Runs one rules operation on the lock table with the real keyspace, then answers the clients
-/// it woke (after the table is released, so nothing it triggers can find it borrowed).
+/// Runs one rules operation on `lock` with the real keyspace, then answers the clients it woke
+/// (after the table is released, so nothing it triggers can find it borrowed) and re-arms the
+/// lock's deadline timer if it changed hands or expiry.
 fn run<R>(
     ctx: &Context,
+    lock: &LockKey,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> Result<R, LockError>,
 ) -> Result<R, LockError> {
     let (result, wakeups) = with_table(|t| {
@@ -55,6 +58,7 @@ fn run<R>(
         (result, t.take_wakeups())
     })?;
     deliver(ctx, wakeups);
+    deadlines::watch(ctx, lock);
     result
 }
 
@@ -75,7 +79,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let lock = lock_of(ctx, req.name)?;
     let owner = req.id.unwrap_or_else(new_owner_id);
     let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
-    let outcome = run(ctx, |t, ks| {
+    let outcome = run(ctx, &lock, |t, ks| {
         t.acquire(ks, &lock, &owner, req.ttl_ms, wants_to_wait)
     })?;
     match outcome {
@@ -86,7 +90,8 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 Wait::Millis(ms) => Some(ms),
                 Wait::Forever | Wait::NoWait => None,
             };
-            block(ctx, lock, owner, req.ttl_ms, timeout)?;
+            block(ctx, lock.clone(), owner, req.ttl_ms, timeout)?;
+            deadlines::watch(ctx, &lock);
             Ok(RedisValue::NoReply)
         }
     }
@@ -96,21 +101,23 @@ pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let req = request::parse_release(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
-    run(ctx, |t, ks| t.release(ks, &lock, &req.id, signal_expire))?;
+    run(ctx, &lock, |t, ks| {
+        t.release(ks, &lock, &req.id, signal_expire)
+    })?;
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
 pub fn extend(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let req = request::parse_extend(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
-    run(ctx, |t, ks| t.extend(ks, &lock, &req.id, req.ttl_ms))?;
+    run(ctx, &lock, |t, ks| t.extend(ks, &lock, &req.id, req.ttl_ms))?;
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
 pub fn owner(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let name = request::parse_name_only(&arg_bytes(&args))?;
     let lock = lock_of(ctx, name)?;
-    let info = run(ctx, |t, ks| t.info(ks, &lock))?;
+    let info = run(ctx, &lock, |t, ks| t.info(ks, &lock))?;
     Ok(info
         .owner
         .map_or(RedisValue::Null, RedisValue::StringBuffer))
@@ -120,7 +127,7 @@ pub fn reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let req = request::parse_reset(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
-    let was_held = run(ctx, |t, ks| t.reset(ks, &lock, signal_expire))?;
+    let was_held = run(ctx, &lock, |t, ks| t.reset(ks, &lock, signal_expire))?;
     Ok(RedisValue::Integer(i64::from(was_held)))
 }
 
@@ -155,7 +162,9 @@ pub fn reset_all(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 continue;
             }
             let lock = (db, name);
-            if run(ctx, |t, ks| t.reset_for_resetall(ks, &lock, signal_expire))? {
+            if run(ctx, &lock, |t, ks| {
+                t.reset_for_resetall(ks, &lock, signal_expire)
+            })? {
                 count += 1;
             }
         }
@@ -197,7 +206,7 @@ fn parse_scan_reply(reply: CallResult<'static>) -> Result<(Vec<u8>, Vec<Vec<u8>>
 pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let name = request::parse_name_only(&arg_bytes(&args))?;
     let lock = lock_of(ctx, name)?;
-    let info = run(ctx, |t, ks| t.info(ks, &lock))?;
+    let info = run(ctx, &lock, |t, ks| t.info(ks, &lock))?;
     let mut map = BTreeMap::new();
     map.insert(
         RedisValueKey::String("owner".into()),

@@ -9,9 +9,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use redis_module::server_events::FlushSubevent;
-use redis_module::{Context, ContextFlags, NotifyEvent, Status};
+use redis_module::{raw, Context, ContextFlags, NotifyEvent, Status};
 
 use super::blocking::deliver;
+use super::deadlines;
 use super::keyspace::{writing_now, RedisKeyspace};
 use super::state::{select_db, selected_db, with_table};
 use crate::config::signal_expire_ms;
@@ -23,9 +24,16 @@ thread_local! {
     static MAYBE_FREED: RefCell<HashSet<LockKey>> = RefCell::new(HashSet::new());
 }
 
-/// Keyspace-notification callback for `del`, `expired` and `evicted`.
+/// Keyspace-notification callback. The events that can take a `lock:<name>` key away: DEL,
+/// UNLINK, GETDEL (`del`), expiry, eviction, RENAME and MOVE of the key to elsewhere. An overwrite
+/// by SET is not a free: the lock is then simply someone else's.
 pub fn on_keyspace_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &[u8]) {
-    if writing_now() || !matches!(event, "del" | "expired" | "evicted") {
+    if writing_now()
+        || !matches!(
+            event,
+            "del" | "expired" | "evicted" | "rename_from" | "move_from"
+        )
+    {
         return;
     }
     if let Some(name) = name_of_lock_key(key) {
@@ -35,9 +43,17 @@ pub fn on_keyspace_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &
 
 /// FLUSHDB/FLUSHALL send no per-key events: every lock with waiters may be free now.
 pub fn on_flush(ctx: &Context, subevent: FlushSubevent) {
-    if subevent != FlushSubevent::Ended {
-        return;
+    if subevent == FlushSubevent::Ended {
+        settle_every_waited_lock(ctx);
     }
+}
+
+/// SWAPDB sends no per-key events either: waiters stay on their database, whose contents changed.
+pub fn on_swapdb(ctx: &Context) {
+    settle_every_waited_lock(ctx);
+}
+
+fn settle_every_waited_lock(ctx: &Context) {
     let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
     for lock in locks {
         schedule_settle(ctx, lock);
@@ -93,6 +109,7 @@ fn settle_maybe_freed(ctx: &Context) {
         if let Ok(wakeups) = wakeups {
             deliver(ctx, wakeups);
         }
+        deadlines::watch(ctx, &lock);
     }
 }
 
@@ -121,10 +138,11 @@ fn take_back_on_timer(ctx: &Context, (lock, owner): (LockKey, Vec<u8>)) {
     if let Ok(wakeups) = wakeups {
         deliver(ctx, wakeups);
     }
+    deadlines::watch(ctx, &lock);
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum WritePermission {
+pub enum WritePermission {
     Now,
     Later,
     Never,
@@ -132,7 +150,7 @@ enum WritePermission {
 
 /// May a timer or job of ours write now? Only a primary that is not loading, and not while
 /// the server asks modules to avoid replication traffic (CLIENT PAUSE WRITE, failover).
-fn write_permission(ctx: &Context) -> WritePermission {
+pub fn write_permission(ctx: &Context) -> WritePermission {
     let flags = ctx.get_flags();
     if !flags.contains(ContextFlags::MASTER) || flags.contains(ContextFlags::LOADING) {
         return WritePermission::Never;
@@ -142,4 +160,37 @@ fn write_permission(ctx: &Context) -> WritePermission {
     } else {
         WritePermission::Now
     }
+}
+
+/// Subscribes to the server events the crate does not wrap (SWAPDB).
+pub fn subscribe_server_events(ctx: &Context) -> Status {
+    // SAFETY: called from OnLoad with its live context; the callback is an `extern "C"` function
+    // of this module that never unwinds.
+    let subscribed = unsafe {
+        match raw::RedisModule_SubscribeToServerEvent {
+            Some(subscribe) => subscribe(
+                ctx.ctx,
+                raw::RedisModuleEvent {
+                    id: raw::REDISMODULE_EVENT_SWAPDB,
+                    dataver: 1,
+                },
+                Some(on_swapdb_event),
+            ),
+            None => raw::REDISMODULE_ERR as i32,
+        }
+    };
+    if subscribed == raw::REDISMODULE_OK as i32 {
+        Status::Ok
+    } else {
+        Status::Err
+    }
+}
+
+extern "C" fn on_swapdb_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut std::os::raw::c_void,
+) {
+    on_swapdb(&Context::new(ctx));
 }

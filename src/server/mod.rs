@@ -5,10 +5,12 @@
 //!   replicated `RM_Call` so replicas, AOF, cluster checks and notifications see them).
 //! - `blocking`: blocked clients, their replies, timeouts, disconnects.
 //! - `events`: keyspace notifications and server events that free locks behind our back.
+//! - `deadlines`: timers at the deadline of locks that have waiters.
 //! - `state`: the one `LockTable` of the server, touched only on the main thread.
 
 pub mod blocking;
 pub mod commands;
+pub mod deadlines;
 pub mod events;
 pub mod keyspace;
 pub mod state;

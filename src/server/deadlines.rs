@@ -1,0 +1,89 @@
+//! Deadline timers: a lock that has waiters and an expiry gets a module timer at its deadline.
+//!
+//! Redis's active expiry samples keys about ten times a second and can lag 100 ms or more; the
+//! timer reads the key 1 ms after its deadline instead, which makes Redis expire it on the spot
+//! (lazy expiry, propagated as DEL), and hands the lock to the head waiter in the same callback.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis_module::Context;
+
+use super::blocking::deliver;
+use super::events::{write_permission, WritePermission};
+use super::keyspace::RedisKeyspace;
+use super::state::{select_db, with_table, ServerClock};
+use crate::config::signal_expire_ms;
+use crate::engine::{Clock, Keyspace, LockKey};
+
+thread_local! {
+    /// The deadline (server ms) each lock's armed timer is for.
+    static ARMED: RefCell<HashMap<LockKey, u64>> = RefCell::new(HashMap::new());
+}
+
+/// Arms the lock's deadline timer if it has waiters and an expiry, and no timer is armed for an
+/// earlier or equal deadline. `ctx` must have the lock's database selected.
+pub fn watch(ctx: &Context, lock: &LockKey) {
+    if !with_table(|t| t.waiters().has_waiters(lock)).unwrap_or(false) {
+        return;
+    }
+    let Ok(ttl) = RedisKeyspace::new(ctx).ttl_ms(&lock.1) else {
+        return;
+    };
+    if ttl < 0 {
+        return; // no expiry (or already free: the settle step handles that)
+    }
+    let deadline = ServerClock.now_ms() + ttl as u64;
+    let newly_armed = ARMED.with(|armed| {
+        let mut armed = armed.borrow_mut();
+        match armed.get(lock) {
+            Some(&at) if at <= deadline => false,
+            _ => {
+                armed.insert(lock.clone(), deadline);
+                true
+            }
+        }
+    });
+    if newly_armed {
+        // Keys expire when now > deadline, so fire 1 ms after it.
+        let delay = Duration::from_millis(ttl as u64 + 1);
+        ctx.create_timer(delay, on_deadline, (lock.clone(), deadline));
+    }
+}
+
+fn on_deadline(ctx: &Context, (lock, deadline): (LockKey, u64)) {
+    let current = ARMED.with(|armed| {
+        let mut armed = armed.borrow_mut();
+        let current = armed.get(&lock) == Some(&deadline);
+        if current {
+            armed.remove(&lock);
+        }
+        current
+    });
+    if !current {
+        return; // superseded by a timer for an earlier deadline, which did the work
+    }
+    match write_permission(ctx) {
+        WritePermission::Never => return,
+        WritePermission::Later => {
+            ARMED.with(|armed| armed.borrow_mut().insert(lock.clone(), deadline));
+            ctx.create_timer(Duration::from_millis(10), on_deadline, (lock, deadline));
+            return;
+        }
+        WritePermission::Now => {}
+    }
+    if !select_db(ctx, lock.0) {
+        return;
+    }
+    // Reading the owner expires the key if it is due; then the head waiter gets the lock.
+    let wakeups = with_table(|t| {
+        t.lock_freed(&mut RedisKeyspace::new(ctx), &lock, signal_expire_ms());
+        t.take_wakeups()
+    });
+    if let Ok(wakeups) = wakeups {
+        deliver(ctx, wakeups);
+    }
+    // Extended meanwhile, or handed to a waiter with its own expiry: watch the new deadline.
+    watch(ctx, &lock);
+}
