@@ -19,3 +19,17 @@ pub fn signal_expire_ms() -> u64 {
         .load(Ordering::Relaxed)
         .clamp(SIGNAL_EXPIRE_MIN, SIGNAL_EXPIRE_MAX) as u64
 }
+
+/// The crate takes a module argument (`--loadmodule … signal-expire N`) as the config's default,
+/// which the server does not range-check: refuse to load with an out-of-range value, as
+/// `CONFIG SET` would refuse it.
+pub fn check_loaded_values() -> Result<(), String> {
+    let value = SIGNAL_EXPIRE.load(Ordering::Relaxed);
+    if (SIGNAL_EXPIRE_MIN..=SIGNAL_EXPIRE_MAX).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "signal-expire must be between {SIGNAL_EXPIRE_MIN} and {SIGNAL_EXPIRE_MAX}, got {value}"
+        ))
+    }
+}

@@ -31,6 +31,10 @@ fn on_keyspace_event(ctx: &Context, class: NotifyEvent, event: &str, key: &[u8])
 }
 
 fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Status {
+    if let Err(e) = config::check_loaded_values() {
+        ctx.log_warning(&e);
+        return redis_module::Status::Err;
+    }
     events::subscribe_server_events(ctx)
 }
 
