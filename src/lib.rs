@@ -15,7 +15,7 @@ pub mod server;
 
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, NotifyEvent};
-use redis_module_macros::flush_event_handler;
+use redis_module_macros::{flush_event_handler, info_command_handler};
 
 use server::{commands, events};
 
@@ -36,6 +36,14 @@ fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Sta
         return redis_module::Status::Err;
     }
     events::subscribe_server_events(ctx)
+}
+
+#[info_command_handler]
+fn on_info(
+    ctx: &redis_module::InfoContext,
+    for_crash_report: bool,
+) -> redis_module::RedisResult<()> {
+    server::info::add_info(ctx, for_crash_report)
 }
 
 #[flush_event_handler]

@@ -10,7 +10,9 @@ pub mod keyspace;
 pub mod memory;
 pub mod queue;
 pub mod rules;
+pub mod stats;
 
 pub use keyspace::{Clock, Keyspace, KeyspaceError};
 pub use queue::{LockKey, WaitQueues, Waiter, WaiterId};
 pub use rules::{AcquireOutcome, Delivery, LockInfo, LockTable, Wakeup};
+pub use stats::{FreedBy, LockEvent, Stats, Summary};

@@ -5,8 +5,11 @@
 //! drains them with [`LockTable::take_wakeups`] and unblocks those clients. Everything one
 //! operation does happens inside one command or timer callback, so it is atomic on the server.
 
+use std::collections::HashMap;
+
 use super::keyspace::{Clock, KeyResult, Keyspace, KeyspaceError};
 use super::queue::{LockKey, WaitQueues, WaiterId};
+use super::stats::{FreedBy, LockEvent, Stats};
 use crate::error::LockError;
 
 /// What a blocked client is told when it is unblocked by the rules.
@@ -44,20 +47,12 @@ pub struct LockInfo {
     pub waiters: usize,
 }
 
-/// Counters for `INFO lock`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub granted_immediately: u64,
-    pub granted_after_wait: u64,
-    pub timeouts: u64,
-    pub cancelled: u64,
-    pub failed: u64,
-    pub total_wait_ms: u64,
-}
-
 pub struct LockTable<C, K> {
     waiters: WaitQueues<C>,
     wakeups: Vec<Wakeup<C>>,
+    events: Vec<(LockEvent, LockKey)>,
+    /// When the module granted each lock it knows to be held (for hold-time statistics).
+    held_since: HashMap<LockKey, u64>,
     clock: K,
     pub stats: Stats,
 }
@@ -67,6 +62,8 @@ impl<C, K: Clock> LockTable<C, K> {
         LockTable {
             waiters: WaitQueues::default(),
             wakeups: Vec::new(),
+            events: Vec::new(),
+            held_since: HashMap::new(),
             clock,
             stats: Stats::default(),
         }
@@ -88,7 +85,7 @@ impl<C, K: Clock> LockTable<C, K> {
         if current.is_none() && self.waiters.has_waiters(lock) {
             // Freed by another command whose hand-off has not run yet (Redis 7.0's 0 ms timer):
             // the queue goes first, newcomers never barge past it.
-            self.grant_next(ks, lock);
+            self.grant_next(ks, lock, FreedBy::Deletion);
             current = ks.owner(name)?;
         }
         match current {
@@ -97,7 +94,9 @@ impl<C, K: Clock> LockTable<C, K> {
             Some(_) => Ok(AcquireOutcome::Busy),
             None => {
                 ks.set_owner(name, owner, ttl_ms)?;
-                self.stats.granted_immediately += 1;
+                self.stats.grants_immediate += 1;
+                self.held_since.insert(lock.clone(), self.clock.now_ms());
+                self.events.push((LockEvent::Acquired, lock.clone()));
                 Ok(AcquireOutcome::Acquired(owner.to_vec()))
             }
         }
@@ -129,7 +128,7 @@ impl<C, K: Clock> LockTable<C, K> {
         if ks.owner(name)?.as_deref() != Some(id) {
             return Err(LockError::NotAcquired);
         }
-        self.pass_on(ks, lock, signal_expire_ms)?;
+        self.pass_on(ks, lock, signal_expire_ms, FreedBy::Release)?;
         Ok(())
     }
 
@@ -162,7 +161,7 @@ impl<C, K: Clock> LockTable<C, K> {
         let name = &lock.1;
         ks.check_signal_type(name)?;
         let was_held = ks.owner(name)?.is_some();
-        self.pass_on(ks, lock, signal_expire_ms)?;
+        self.pass_on(ks, lock, signal_expire_ms, FreedBy::Reset)?;
         Ok(was_held)
     }
 
@@ -175,7 +174,7 @@ impl<C, K: Clock> LockTable<C, K> {
         signal_expire_ms: u64,
     ) -> Result<bool, LockError> {
         let was_held = ks.owner(&lock.1)?.is_some();
-        self.pass_on(ks, lock, signal_expire_ms)?;
+        self.pass_on(ks, lock, signal_expire_ms, FreedBy::Reset)?;
         Ok(was_held)
     }
 
@@ -193,16 +192,27 @@ impl<C, K: Clock> LockTable<C, K> {
         })
     }
 
-    /// The lock became free by something that is not one of our commands (expiry, a foreign
-    /// DEL, python's unlock script, a flush): the next waiter gets it; with no waiter, python
-    /// waiters are signalled unless a signal is already pending. No-op if it is held again.
-    pub fn lock_freed(&mut self, ks: &mut impl Keyspace, lock: &LockKey, signal_expire_ms: u64) {
+    /// The lock may have become free by something that is not one of our commands (`cause`:
+    /// expiry, or a deletion such as a foreign DEL, python's unlock script, a flush): the next
+    /// waiter gets it; with no waiter, python waiters are signalled unless a signal is already
+    /// pending. No-op if it is held (again).
+    pub fn lock_freed(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        signal_expire_ms: u64,
+        cause: FreedBy,
+    ) {
         match ks.owner(&lock.1) {
             Ok(None) => {}
             // Held again (re-acquired, overwritten) or now another type: nothing was freed.
             Ok(Some(_)) | Err(_) => return,
         }
-        if self.grant_next(ks, lock) {
+        if self.held_since.contains_key(lock) && cause == FreedBy::Expiry {
+            self.events.push((LockEvent::Expired, lock.clone()));
+        }
+        self.end_hold(lock);
+        if self.grant_next(ks, lock, cause) {
             return;
         }
         if let Ok(false) = ks.signal_pending(&lock.1) {
@@ -223,7 +233,8 @@ impl<C, K: Clock> LockTable<C, K> {
         if !matches!(ks.owner(&lock.1), Ok(Some(held)) if held == owner) {
             return false;
         }
-        self.pass_on(ks, lock, signal_expire_ms).is_ok()
+        self.pass_on(ks, lock, signal_expire_ms, FreedBy::Release)
+            .is_ok()
     }
 
     /// The waiter's own deadline passed: it is answered with null. False if it was already
@@ -245,14 +256,14 @@ impl<C, K: Clock> LockTable<C, K> {
     /// (or frees) the handle it gets back. `None` if the waiter was already answered.
     pub fn cancel(&mut self, id: WaiterId) -> Option<C> {
         let (_, waiter) = self.waiters.remove(id)?;
-        self.stats.cancelled += 1;
+        self.stats.disconnected_waiters += 1;
         Some(waiter.client)
     }
 
     /// Every waiter of one lock gets an error reply (the node can no longer serve the lock).
     pub fn fail_lock(&mut self, lock: &LockKey, error: &str) {
         for waiter in self.waiters.drain_lock(lock) {
-            self.stats.failed += 1;
+            self.stats.errors += 1;
             self.wakeups.push(Wakeup {
                 client: waiter.client,
                 lock: lock.clone(),
@@ -264,7 +275,7 @@ impl<C, K: Clock> LockTable<C, K> {
     /// Every waiter of every lock gets an error reply (the server stopped being a primary, …).
     pub fn fail_all(&mut self, error: &str) {
         let all = self.waiters.drain_all();
-        self.stats.failed += all.len() as u64;
+        self.stats.errors += all.len() as u64;
         for waiter in all {
             self.wakeups.push(Wakeup {
                 client: waiter.client,
@@ -277,6 +288,16 @@ impl<C, K: Clock> LockTable<C, K> {
     /// The blocked clients to answer, in the order the rules decided.
     pub fn take_wakeups(&mut self) -> Vec<Wakeup<C>> {
         std::mem::take(&mut self.wakeups)
+    }
+
+    /// The lock events since the last call, in order (for keyspace notifications).
+    pub fn take_events(&mut self) -> Vec<(LockEvent, LockKey)> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Number of locks whose grant time is remembered (bounded by the locks held).
+    pub fn tracked_holds(&self) -> usize {
+        self.held_since.len()
     }
 
     pub fn waiters(&self) -> &WaitQueues<C> {
@@ -295,27 +316,42 @@ impl<C, K: Clock> LockTable<C, K> {
         ks: &mut impl Keyspace,
         lock: &LockKey,
         signal_expire_ms: u64,
+        cause: FreedBy,
     ) -> KeyResult<()> {
-        if self.grant_next(ks, lock) {
+        self.end_hold(lock);
+        if self.grant_next(ks, lock, cause) {
             return Ok(());
         }
         ks.push_signal(&lock.1, signal_expire_ms)?;
         ks.delete_lock(&lock.1)?;
+        self.events.push((LockEvent::Released, lock.clone()));
         Ok(())
+    }
+
+    /// The lock stops being held by its current owner: record how long it was held.
+    fn end_hold(&mut self, lock: &LockKey) {
+        if let Some(since) = self.held_since.remove(lock) {
+            self.stats
+                .hold
+                .record(self.clock.now_ms().saturating_sub(since));
+        }
     }
 
     /// Writes the lock for the head waiter and records its grant. If the server refuses the
     /// write (typically: this node no longer serves the slot), no waiter of this lock can be
     /// served here, so all of them get the error and can retry elsewhere.
-    fn grant_next(&mut self, ks: &mut impl Keyspace, lock: &LockKey) -> bool {
+    fn grant_next(&mut self, ks: &mut impl Keyspace, lock: &LockKey, cause: FreedBy) -> bool {
         let Some(waiter) = self.waiters.pop_head(lock) else {
             return false;
         };
         match ks.set_owner(&lock.1, &waiter.owner, waiter.ttl_ms) {
             Ok(()) => {
-                let waited = self.clock.now_ms().saturating_sub(waiter.since_ms);
-                self.stats.granted_after_wait += 1;
-                self.stats.total_wait_ms += waited;
+                let now = self.clock.now_ms();
+                self.stats.grants_after_wait += 1;
+                self.stats.count_handoff(cause);
+                self.stats.wait.record(now.saturating_sub(waiter.since_ms));
+                self.held_since.insert(lock.clone(), now);
+                self.events.push((LockEvent::Handoff, lock.clone()));
                 self.wakeups.push(Wakeup {
                     client: waiter.client,
                     lock: lock.clone(),
@@ -329,7 +365,7 @@ impl<C, K: Clock> LockTable<C, K> {
                     KeyspaceError::WrongType => "WRONGTYPE lock key changed type".to_string(),
                 };
                 let error = hand_off_error(&error);
-                self.stats.failed += 1;
+                self.stats.errors += 1;
                 self.wakeups.push(Wakeup {
                     client: waiter.client,
                     lock: lock.clone(),

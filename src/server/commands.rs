@@ -10,10 +10,11 @@ use redis_module::{
 
 use redis_module::redisvalue::RedisValueKey;
 
-use super::blocking::{block, deliver};
+use super::blocking::block;
 use super::deadlines;
+use super::effects::apply;
 use super::keyspace::RedisKeyspace;
-use super::state::{selected_db, with_table, Table};
+use super::state::{selected_db, Table};
 use crate::config::signal_expire_ms;
 use crate::engine::{AcquireOutcome, LockKey};
 use crate::error::LockError;
@@ -45,21 +46,13 @@ fn lock_of(ctx: &Context, name: Vec<u8>) -> Result<LockKey, LockError> {
     Ok((selected_db(ctx), name))
 }
 
-/// Runs one rules operation on `lock` with the real keyspace, then answers the clients it woke
-/// (after the table is released, so nothing it triggers can find it borrowed) and re-arms the
-/// lock's deadline timer if it changed hands or expiry.
+/// Runs a rules operation and carries out its decisions (see `effects::apply`).
 fn run<R>(
     ctx: &Context,
     lock: &LockKey,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> Result<R, LockError>,
 ) -> Result<R, LockError> {
-    let (result, wakeups) = with_table(|t| {
-        let result = op(t, &mut RedisKeyspace::new(ctx));
-        (result, t.take_wakeups())
-    })?;
-    deliver(ctx, wakeups);
-    deadlines::watch(ctx, lock);
-    result
+    apply(ctx, lock, op)?
 }
 
 /// A context that cannot block (MULTI, Lua, functions, RM_Call from another module, replaying

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use redis_module::Context;
 
-use super::blocking::deliver;
+use super::effects::apply;
 use super::events::{write_permission, WritePermission};
 use super::keyspace::RedisKeyspace;
 use super::state::{select_db, with_table, ServerClock};
 use crate::config::signal_expire_ms;
-use crate::engine::{Clock, Keyspace, LockKey};
+use crate::engine::{Clock, FreedBy, Keyspace, LockKey};
 
 thread_local! {
     /// The deadline (server ms) each lock's armed timer is for.
@@ -76,14 +76,10 @@ fn on_deadline(ctx: &Context, (lock, deadline): (LockKey, u64)) {
     if !select_db(ctx, lock.0) {
         return;
     }
-    // Reading the owner expires the key if it is due; then the head waiter gets the lock.
-    let wakeups = with_table(|t| {
-        t.lock_freed(&mut RedisKeyspace::new(ctx), &lock, signal_expire_ms());
-        t.take_wakeups()
+    // Reading the owner expires the key if it is due; then the head waiter gets the lock. If it
+    // was extended meanwhile, or handed to a waiter with its own expiry, `apply` watches the
+    // new deadline.
+    let _ = apply(ctx, &lock, |t, ks| {
+        t.lock_freed(ks, &lock, signal_expire_ms(), FreedBy::Expiry)
     });
-    if let Ok(wakeups) = wakeups {
-        deliver(ctx, wakeups);
-    }
-    // Extended meanwhile, or handed to a waiter with its own expiry: watch the new deadline.
-    watch(ctx, &lock);
 }

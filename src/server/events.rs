@@ -5,23 +5,22 @@
 //! the replication stream and empties the lock on every replica (module-api-notes §3.3).
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use redis_module::server_events::FlushSubevent;
 use redis_module::{raw, Context, ContextFlags, NotifyEvent, Status};
 
-use super::blocking::deliver;
-use super::deadlines;
-use super::keyspace::{writing_now, RedisKeyspace};
+use super::effects::apply;
+use super::keyspace::writing_now;
 use super::state::{select_db, selected_db, with_table};
 use crate::config::signal_expire_ms;
-use crate::engine::LockKey;
+use crate::engine::{FreedBy, LockKey};
 use crate::keys::name_of_lock_key;
 
 thread_local! {
-    /// Locks that may have been freed and wait for the scheduled settle step.
-    static MAYBE_FREED: RefCell<HashSet<LockKey>> = RefCell::new(HashSet::new());
+    /// Locks that may have been freed, and how, waiting for the scheduled settle step.
+    static MAYBE_FREED: RefCell<HashMap<LockKey, FreedBy>> = RefCell::new(HashMap::new());
 }
 
 /// Keyspace-notification callback. The events that can take a `lock:<name>` key away: DEL,
@@ -37,7 +36,12 @@ pub fn on_keyspace_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &
         return;
     }
     if let Some(name) = name_of_lock_key(key) {
-        schedule_settle(ctx, (selected_db(ctx), name.to_vec()));
+        let cause = if event == "expired" {
+            FreedBy::Expiry
+        } else {
+            FreedBy::Deletion
+        };
+        schedule_settle(ctx, (selected_db(ctx), name.to_vec()), cause);
     }
 }
 
@@ -56,16 +60,16 @@ pub fn on_swapdb(ctx: &Context) {
 fn settle_every_waited_lock(ctx: &Context) {
     let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
     for lock in locks {
-        schedule_settle(ctx, lock);
+        schedule_settle(ctx, lock, FreedBy::Deletion);
     }
 }
 
 /// Records a lock to settle and makes sure a settle step is scheduled once.
-fn schedule_settle(ctx: &Context, lock: LockKey) {
+fn schedule_settle(ctx: &Context, lock: LockKey, cause: FreedBy) {
     let already_scheduled = MAYBE_FREED.with(|set| {
         let mut set = set.borrow_mut();
         let scheduled = !set.is_empty();
-        set.insert(lock);
+        set.entry(lock).or_insert(cause);
         scheduled
     });
     if already_scheduled {
@@ -97,19 +101,14 @@ fn settle_maybe_freed(ctx: &Context) {
         }
         WritePermission::Now => {}
     }
-    let locks: Vec<LockKey> = MAYBE_FREED.with(|set| set.borrow_mut().drain().collect());
-    for lock in locks {
+    let locks: Vec<(LockKey, FreedBy)> = MAYBE_FREED.with(|set| set.borrow_mut().drain().collect());
+    for (lock, cause) in locks {
         if !select_db(ctx, lock.0) {
             continue;
         }
-        let wakeups = with_table(|t| {
-            t.lock_freed(&mut RedisKeyspace::new(ctx), &lock, signal_expire_ms());
-            t.take_wakeups()
+        let _ = apply(ctx, &lock, |t, ks| {
+            t.lock_freed(ks, &lock, signal_expire_ms(), cause)
         });
-        if let Ok(wakeups) = wakeups {
-            deliver(ctx, wakeups);
-        }
-        deadlines::watch(ctx, &lock);
     }
 }
 
@@ -126,19 +125,9 @@ fn take_back_on_timer(ctx: &Context, (lock, owner): (LockKey, Vec<u8>)) {
     if !select_db(ctx, lock.0) {
         return;
     }
-    let wakeups = with_table(|t| {
-        t.take_back(
-            &mut RedisKeyspace::new(ctx),
-            &lock,
-            &owner,
-            signal_expire_ms(),
-        );
-        t.take_wakeups()
+    let _ = apply(ctx, &lock, |t, ks| {
+        t.take_back(ks, &lock, &owner, signal_expire_ms())
     });
-    if let Ok(wakeups) = wakeups {
-        deliver(ctx, wakeups);
-    }
-    deadlines::watch(ctx, &lock);
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -6,11 +6,15 @@
 //! - `blocking`: blocked clients, their replies, timeouts, disconnects.
 //! - `events`: keyspace notifications and server events that free locks behind our back.
 //! - `deadlines`: timers at the deadline of locks that have waiters.
+//! - `effects`: runs a rules operation and carries out its decisions (replies, events, timers).
+//! - `info`: the `INFO lock` section.
 //! - `state`: the one `LockTable` of the server, touched only on the main thread.
 
 pub mod blocking;
 pub mod commands;
 pub mod deadlines;
+pub mod effects;
 pub mod events;
+pub mod info;
 pub mod keyspace;
 pub mod state;

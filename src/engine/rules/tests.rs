@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::engine::memory::{ManualClock, MemoryKeyspace, Value};
+use crate::engine::stats::{FreedBy, LockEvent, Summary};
 
 const SIG: u64 = 1000;
 
@@ -161,7 +162,8 @@ fn newcomers_do_not_barge_past_the_queue() {
     assert_eq!(s.acquire("c", "x", None), AcquireOutcome::MustWait);
     assert_eq!(s.answered(), vec![Scenario::granted("b")]);
     // The hand-off timer then finds the lock held and does nothing.
-    s.table.lock_freed(&mut s.ks, &lock("x"), SIG);
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Deletion);
     assert!(s.answered().is_empty());
     s.release("b", "x").unwrap();
     assert_eq!(s.answered(), vec![Scenario::granted("c")]);
@@ -264,12 +266,14 @@ fn expiry_hands_the_lock_to_the_next_waiter() {
     s.acquire("b", "x", Some(50));
     s.clock.advance(100);
     // What the glue does on the `expired` event (or at the deadline timer).
-    s.table.lock_freed(&mut s.ks, &lock("x"), SIG);
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Expiry);
     assert_eq!(s.answered(), vec![Scenario::granted("b")]);
     assert_eq!(s.ks.pttl(b"lock:x"), 50);
     s.clock.advance(50);
     s.ks.log.clear();
-    s.table.lock_freed(&mut s.ks, &lock("x"), SIG);
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Expiry);
     // Nobody waits: python waiters are signalled, which python-redis-lock itself never does.
     assert_eq!(
         s.ks.log,
@@ -289,7 +293,8 @@ fn a_pending_python_signal_is_not_pushed_twice() {
     s.ks.push_signal(b"x", SIG).unwrap();
     s.ks.delete_lock(b"x").unwrap();
     s.ks.log.clear();
-    s.table.lock_freed(&mut s.ks, &lock("x"), SIG);
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Deletion);
     assert!(s.ks.log.is_empty(), "{:?}", s.ks.log);
 }
 
@@ -299,7 +304,8 @@ fn freed_notice_for_a_lock_held_again_does_nothing() {
     s.acquire("a", "x", None);
     s.acquire("b", "x", None);
     s.ks.log.clear();
-    s.table.lock_freed(&mut s.ks, &lock("x"), SIG);
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Deletion);
     assert!(s.ks.log.is_empty());
     assert!(s.answered().is_empty());
 }
@@ -336,7 +342,8 @@ fn refused_hand_off_fails_every_waiter_of_the_lock_with_tryagain() {
     s.acquire("d", "y", None);
     s.clock.advance(100);
     s.ks.refuse_writes = Some("ERR Attempted to access a non local key in a cluster node".into());
-    s.table.lock_freed(&mut s.ks, &lock("x"), SIG);
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Expiry);
     let answered = s.answered();
     assert_eq!(answered.len(), 2);
     for (client, delivery) in answered {
@@ -411,11 +418,90 @@ fn wait_time_is_measured_with_the_clock() {
     s.acquire("b", "x", None);
     s.clock.advance(42);
     s.release("a", "x").unwrap();
+    assert_eq!(s.table.stats.grants_after_wait, 1);
+    assert_eq!(
+        s.table.stats.wait,
+        Summary {
+            count: 1,
+            total_ms: 42,
+            max_ms: 42
+        }
+    );
+}
+
+#[test]
+fn hand_offs_are_counted_by_cause_and_reported_as_events() {
+    let mut s = Scenario::new();
+    s.acquire("a", "x", Some(100));
+    for w in ["b", "c", "d", "e"] {
+        s.acquire(w, "x", Some(100));
+    }
+    s.release("a", "x").unwrap(); // a → b by release
+    s.clock.advance(100);
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Expiry); // b → c by expiry
+    s.table.reset(&mut s.ks, &lock("x"), SIG).unwrap(); // c → d by reset
+    s.ks.delete_lock(b"x").unwrap();
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Deletion); // d → e by a foreign DEL
+    s.release("e", "x").unwrap(); // free
+    let st = &s.table.stats;
+    assert_eq!((st.grants_immediate, st.grants_after_wait), (1, 4));
     assert_eq!(
         (
-            s.table.stats.granted_after_wait,
-            s.table.stats.total_wait_ms
+            st.handoffs_release,
+            st.handoffs_expiry,
+            st.handoffs_reset,
+            st.handoffs_deletion
         ),
-        (1, 42)
+        (1, 1, 1, 1)
     );
+    let events: Vec<LockEvent> = s.table.take_events().into_iter().map(|(e, _)| e).collect();
+    use LockEvent::*;
+    assert_eq!(
+        events,
+        [Acquired, Handoff, Expired, Handoff, Handoff, Handoff, Released]
+    );
+    assert!(s.table.take_events().is_empty());
+}
+
+#[test]
+fn hold_time_is_measured_from_grant_to_free_and_forgotten_after() {
+    let mut s = Scenario::new();
+    s.acquire("a", "x", None);
+    s.acquire("b", "x", None);
+    s.clock.advance(30);
+    s.release("a", "x").unwrap();
+    s.clock.advance(50);
+    s.release("b", "x").unwrap();
+    assert_eq!(
+        s.table.stats.hold,
+        Summary {
+            count: 2,
+            total_ms: 80,
+            max_ms: 50
+        }
+    );
+    assert_eq!(s.table.tracked_holds(), 0);
+    // A lock that expires with nobody waiting is forgotten when its expiry is noticed.
+    s.acquire("c", "y", Some(10));
+    s.clock.advance(10);
+    s.table
+        .lock_freed(&mut s.ks, &lock("y"), SIG, FreedBy::Expiry);
+    assert_eq!(s.table.tracked_holds(), 0);
+    assert_eq!(s.table.stats.hold.count, 3);
+}
+
+#[test]
+fn timeouts_disconnects_and_errors_are_counted() {
+    let mut s = Scenario::new();
+    s.acquire("a", "x", None);
+    for w in ["b", "c", "d"] {
+        s.acquire(w, "x", None);
+    }
+    s.table.time_out(s.ids["b"]);
+    s.table.cancel(s.ids["c"]);
+    s.table.fail_lock(&lock("x"), "TRYAGAIN moved");
+    let st = &s.table.stats;
+    assert_eq!((st.timeouts, st.disconnected_waiters, st.errors), (1, 1, 1));
 }

@@ -1,0 +1,43 @@
+//! Running a rules operation and carrying out what it decided.
+//!
+//! Every path that changes a lock (a command, the settle step after a foreign free, a deadline
+//! timer, taking back an undelivered grant) goes through [`apply`], so all of them answer woken
+//! clients, publish lock events and watch deadlines the same way.
+
+use redis_module::{Context, NotifyEvent, RedisString};
+
+use super::blocking::deliver;
+use super::deadlines;
+use super::keyspace::RedisKeyspace;
+use super::state::{with_table, Table};
+use crate::engine::{LockEvent, LockKey};
+use crate::error::LockError;
+use crate::keys::lock_key;
+
+/// Runs `op` on the lock table with the keyspace of the database selected on `ctx` (which must
+/// be `lock`'s), then, with the table released: answers the clients it woke, publishes its lock
+/// events, and re-arms `lock`'s deadline timer.
+pub fn apply<R>(
+    ctx: &Context,
+    lock: &LockKey,
+    op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
+) -> Result<R, LockError> {
+    let (result, wakeups, events) = with_table(|t| {
+        let result = op(t, &mut RedisKeyspace::new(ctx));
+        (result, t.take_wakeups(), t.take_events())
+    })?;
+    deliver(ctx, wakeups);
+    publish(ctx, events);
+    deadlines::watch(ctx, lock);
+    Ok(result)
+}
+
+/// Keyspace notifications of class "module" (`notify-keyspace-events` flag `d`, included in
+/// `A`) on the `lock:<name>` key: `lock.acquired`, `lock.released`, `lock.expired`,
+/// `lock.handoff`. The server sends them only if the user enabled that class.
+fn publish(ctx: &Context, events: Vec<(LockEvent, LockKey)>) {
+    for (event, (_, name)) in events {
+        let key = RedisString::create_from_slice(ctx.ctx, &lock_key(&name));
+        ctx.notify_keyspace_event(NotifyEvent::MODULE, event.name(), &key);
+    }
+}
