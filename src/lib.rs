@@ -4,8 +4,10 @@
 //! - `request`: argument parsing into typed requests (pure);
 //! - `engine`: the lock rules, wait queues, and the keyspace/clock traits (pure);
 //! - `server`: the FFI glue (command handlers, blocked clients, timers, notifications);
+//! - `command_docs`: what COMMAND DOCS shows, and the ACL categories (pure table);
 //! - `config`, `keys`, `error`: configuration, key layout, error replies.
 
+pub mod command_docs;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -35,6 +37,7 @@ fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Sta
         ctx.log_warning(&e);
         return redis_module::Status::Err;
     }
+    server::command_info::register(ctx);
     events::subscribe_server_events(ctx)
 }
 

@@ -3,6 +3,7 @@
 //! - `commands`: the LOCK.* handlers: parse, run the rules, reply.
 //! - `keyspace`: the rules' `Keyspace` on the real server (reads by key handle, writes by
 //!   replicated `RM_Call` so replicas, AOF, cluster checks and notifications see them).
+//! - `command_info`: command docs, key specs and ACL categories handed to the server.
 //! - `blocking`: blocked clients, their replies, timeouts, disconnects.
 //! - `events`: keyspace notifications and server events that free locks behind our back.
 //! - `deadlines`: timers at the deadline of locks that have waiters.
@@ -11,6 +12,7 @@
 //! - `state`: the one `LockTable` of the server, touched only on the main thread.
 
 pub mod blocking;
+pub mod command_info;
 pub mod commands;
 pub mod deadlines;
 pub mod effects;
