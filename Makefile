@@ -2,6 +2,8 @@
 # make run        install what is missing, build, start redis-server with the module (PORT=6379)
 # make test       install what is missing, build, run every test (unit + integration)
 # make unit       Rust unit tests only
+# make fuzz-smoke bounded cargo-fuzz runs of the parser and lock-rule targets (part of make test)
+# make fuzz       long cargo-fuzz runs (FUZZ_SECONDS per target, default 300)
 # make integration  integration tests only, on every server of SERVERS (pytest, real servers)
 #                 e.g. make integration SERVERS=redis-server PYTEST_ARGS="-k release -x"
 
@@ -13,7 +15,7 @@ PYTEST_ARGS ?=
 EXTRA_SERVERS := $(CURDIR)/.servers/redis-8.2.3/redis-server $(CURDIR)/.servers/valkey-9.1.2/valkey-server
 SERVERS ?= redis-server $(EXTRA_SERVERS)
 
-.PHONY: all build run test unit integration deps venv servers clean
+.PHONY: all build run test unit integration deps venv servers fuzz-smoke fuzz clean
 
 all: build
 
@@ -42,7 +44,16 @@ servers:
 integration: build venv $(if $(filter $(EXTRA_SERVERS),$(SERVERS)),servers)
 	LOCK_MODULE=$(CURDIR)/$(MODULE) bash scripts/test-matrix.sh $(SERVERS) -- $(PYTEST_ARGS)
 
-test: unit integration
+FUZZ_RUNS ?= 100000
+FUZZ_SECONDS ?= 300
+
+fuzz-smoke:
+	bash scripts/fuzz.sh -runs=$(FUZZ_RUNS) -seed=1
+
+fuzz:
+	bash scripts/fuzz.sh -max_total_time=$(FUZZ_SECONDS)
+
+test: unit fuzz-smoke integration
 
 clean:
 	cargo clean

@@ -21,11 +21,11 @@ use redis_module_macros::{flush_event_handler, info_command_handler};
 
 use server::{commands, events};
 
-// The server's allocator in production; the system one in unit tests, where there is no server
-// (RedisAlloc aborts without it).
-#[cfg(not(test))]
+// The server's allocator in production; the system one in unit tests and fuzz targets, where
+// there is no server (RedisAlloc aborts without it).
+#[cfg(not(any(test, feature = "fuzzing")))]
 type ModuleAlloc = redis_module::alloc::RedisAlloc;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 type ModuleAlloc = std::alloc::System;
 
 fn on_keyspace_event(ctx: &Context, class: NotifyEvent, event: &str, key: &[u8]) {

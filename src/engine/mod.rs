@@ -6,7 +6,7 @@
 //! `crate::server` implements both traits on top of the real server.
 
 pub mod keyspace;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod memory;
 pub mod queue;
 pub mod rules;

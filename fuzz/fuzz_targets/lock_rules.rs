@@ -1,0 +1,100 @@
+//! The lock rules under arbitrary sequences of operations, against the in-memory keyspace and
+//! a hand-driven clock, checked against a model after every step:
+//! - a waiter is answered at most once, and the table holds exactly the unanswered ones;
+//! - grants go to the longest-waiting unanswered waiter of the lock (FIFO);
+//! - a granted waiter owns the lock, with its own id, right after the step;
+//! - no operation ever panics.
+#![no_main]
+
+use std::collections::{BTreeMap, HashMap};
+
+use libfuzzer_sys::fuzz_target;
+use redis_lock::engine::memory::{ManualClock, MemoryKeyspace};
+use redis_lock::engine::{AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, WaiterId};
+
+const CLIENTS: u8 = 6;
+const LOCKS: u8 = 3;
+const SIG: u64 = 1000;
+
+fn lock(l: u8) -> LockKey {
+    (0, vec![b'a' + l % LOCKS])
+}
+
+fn id(c: u8) -> Vec<u8> {
+    vec![b'c', b'0' + c % CLIENTS]
+}
+
+fuzz_target!(|data: &[u8]| {
+    let clock = ManualClock::default();
+    let mut ks = MemoryKeyspace::new(clock.clone());
+    let mut table: LockTable<u8, ManualClock> = LockTable::new(clock.clone());
+    // Model: each client's pending wait, and per lock the pending waiters in arrival order.
+    let mut waiting: HashMap<u8, (WaiterId, LockKey)> = HashMap::new();
+    let mut queue: HashMap<LockKey, BTreeMap<WaiterId, u8>> = HashMap::new();
+
+    for step in data.chunks(3) {
+        let [op, a, b] = [step[0], *step.get(1).unwrap_or(&0), *step.get(2).unwrap_or(&0)];
+        let c = a % CLIENTS;
+        let l = lock(b);
+        let ttl = if a & 0x80 != 0 { Some(u64::from(b % 50) + 1) } else { None };
+        match op % 9 {
+            0 if !waiting.contains_key(&c) => {
+                let may_wait = b & 0x40 != 0;
+                if let Ok(AcquireOutcome::MustWait) = table.acquire(&mut ks, &l, &id(c), ttl, may_wait) {
+                    let w = table.enqueue(l.clone(), id(c), ttl, c);
+                    waiting.insert(c, (w, l.clone()));
+                    queue.entry(l).or_default().insert(w, c);
+                }
+            }
+            1 => {
+                let _ = table.release(&mut ks, &l, &id(c), SIG);
+            }
+            2 => {
+                if let Some((w, _)) = waiting.get(&c) {
+                    assert!(table.time_out(*w));
+                }
+            }
+            3 => {
+                if let Some((w, wl)) = waiting.remove(&c) {
+                    assert_eq!(table.cancel(w), Some(c));
+                    queue.get_mut(&wl).map(|q| q.remove(&w));
+                }
+            }
+            4 => {
+                clock.advance(u64::from(b % 60));
+                for x in 0..LOCKS {
+                    table.lock_freed(&mut ks, &lock(x), SIG, FreedBy::Expiry);
+                }
+            }
+            5 => {
+                let _ = ks.delete_lock(&l.1);
+                table.lock_freed(&mut ks, &l, SIG, FreedBy::Deletion);
+            }
+            6 => {
+                let _ = table.reset(&mut ks, &l, SIG);
+            }
+            7 => {
+                let _ = table.extend(&mut ks, &l, &id(c), u64::from(b % 50) + 1);
+            }
+            _ => {
+                table.take_back(&mut ks, &l, &id(c), SIG);
+            }
+        }
+        for wakeup in table.take_wakeups() {
+            let c = wakeup.client;
+            let (w, wl) = waiting.remove(&c).expect("a waiter is answered at most once");
+            assert_eq!(wl, wakeup.lock);
+            let pending = queue.get_mut(&wl).expect("queue of the lock");
+            if let Delivery::Granted(owner) = &wakeup.delivery {
+                let head = pending.keys().next().copied();
+                assert_eq!(head, Some(w), "grants are first come, first served");
+                assert_eq!(owner, &id(c));
+                assert_eq!(ks.owner(&wl.1).ok().flatten().as_ref(), Some(owner));
+            }
+            pending.remove(&w);
+        }
+        let pending: usize = queue.values().map(BTreeMap::len).sum();
+        assert_eq!(table.waiters().total(), pending);
+        assert_eq!(waiting.len(), pending);
+    }
+});
