@@ -73,7 +73,7 @@ redis_module! {
         ["lock.info", commands::info, "readonly fast", 1, 1, 1, ""],
     ],
     event_handlers: [
-        [@GENERIC @EXPIRED @EVICTED: on_keyspace_event],
+        [@GENERIC @STRING @EXPIRED @EVICTED: on_keyspace_event],
     ],
     configurations: [
         i64: [

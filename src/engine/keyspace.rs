@@ -30,7 +30,8 @@ pub trait Keyspace {
     fn ttl_ms(&mut self, name: &[u8]) -> KeyResult<i64>;
     /// `Err(WrongType)` when `lock-signal:<name>` exists and is not a list.
     fn check_signal_type(&mut self, name: &[u8]) -> KeyResult<()>;
-    /// True when `lock-signal:<name>` exists (a wake-up is already pending for python waiters).
+    /// True when `lock-signal:<name>` is a list (a wake-up is already pending for python
+    /// waiters). A key of another type does not count: the next signal replaces it.
     fn signal_pending(&mut self, name: &[u8]) -> KeyResult<bool>;
     /// `SET lock:<name> <owner> [PX ttl]`.
     fn set_owner(&mut self, name: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> KeyResult<()>;

@@ -109,7 +109,7 @@ impl Keyspace for MemoryKeyspace {
     }
 
     fn signal_pending(&mut self, name: &[u8]) -> KeyResult<bool> {
-        Ok(self.get(&signal_key(name)).is_some())
+        Ok(matches!(self.get(&signal_key(name)), Some(Value::List(_))))
     }
 
     fn set_owner(&mut self, name: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> KeyResult<()> {

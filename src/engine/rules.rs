@@ -300,6 +300,11 @@ impl<C, K: Clock> LockTable<C, K> {
         self.held_since.len()
     }
 
+    /// True if the module granted this lock and has not seen it freed since.
+    pub fn granted_by_us(&self, lock: &LockKey) -> bool {
+        self.held_since.contains_key(lock)
+    }
+
     pub fn waiters(&self) -> &WaitQueues<C> {
         &self.waiters
     }

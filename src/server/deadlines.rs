@@ -1,8 +1,10 @@
-//! Deadline timers: a lock that has waiters and an expiry gets a module timer at its deadline.
+//! Deadline timers: a lock with an expiry that has module waiters, or that the module granted,
+//! gets a module timer at its deadline.
 //!
-//! Redis's active expiry samples keys about ten times a second and can lag 100 ms or more; the
-//! timer reads the key 1 ms after its deadline instead, which makes Redis expire it on the spot
-//! (lazy expiry, propagated as DEL), and hands the lock to the head waiter in the same callback.
+//! Redis's active expiry samples keys about ten times a second and can lag 100 ms or more (200 on
+//! Redis 8); the timer reads the key 1 ms after its deadline instead, which makes Redis expire it
+//! on the spot (lazy expiry, propagated as DEL), and in the same callback hands the lock to the
+//! head waiter, or signals python waiters when there is none.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -22,10 +24,11 @@ thread_local! {
     static ARMED: RefCell<HashMap<LockKey, u64>> = RefCell::new(HashMap::new());
 }
 
-/// Arms the lock's deadline timer if it has waiters and an expiry, and no timer is armed for an
-/// earlier or equal deadline. `ctx` must have the lock's database selected.
+/// Arms the lock's deadline timer if it has an expiry and someone to serve at the deadline, and
+/// no timer is armed for an earlier or equal deadline. `ctx` must have the lock's database
+/// selected.
 pub fn watch(ctx: &Context, lock: &LockKey) {
-    if !with_table(|t| t.waiters().has_waiters(lock)).unwrap_or(false) {
+    if !worth_watching(lock) {
         return;
     }
     let Ok(ttl) = RedisKeyspace::new(ctx).ttl_ms(&lock.1) else {
@@ -52,6 +55,11 @@ pub fn watch(ctx: &Context, lock: &LockKey) {
     }
 }
 
+/// Module waiters to grant, or a lock we granted whose expiry python waiters are told about.
+fn worth_watching(lock: &LockKey) -> bool {
+    with_table(|t| t.waiters().has_waiters(lock) || t.granted_by_us(lock)).unwrap_or(false)
+}
+
 fn on_deadline(ctx: &Context, (lock, deadline): (LockKey, u64)) {
     let current = ARMED.with(|armed| {
         let mut armed = armed.borrow_mut();
@@ -61,8 +69,10 @@ fn on_deadline(ctx: &Context, (lock, deadline): (LockKey, u64)) {
         }
         current
     });
-    if !current {
-        return; // superseded by a timer for an earlier deadline, which did the work
+    if !current || !worth_watching(&lock) {
+        // Superseded by a timer for an earlier deadline, which did the work; or released since,
+        // and nobody waits: nothing expired.
+        return;
     }
     match write_permission(ctx) {
         WritePermission::Never => return,

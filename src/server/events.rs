@@ -5,12 +5,13 @@
 //! the replication stream and empties the lock on every replica (module-api-notes §3.3).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use redis_module::server_events::FlushSubevent;
 use redis_module::{raw, Context, ContextFlags, NotifyEvent, Status};
 
+use super::deadlines;
 use super::effects::apply;
 use super::keyspace::writing_now;
 use super::state::{select_db, selected_db, with_table};
@@ -21,46 +22,87 @@ use crate::keys::name_of_lock_key;
 thread_local! {
     /// Locks that may have been freed, and how, waiting for the scheduled settle step.
     static MAYBE_FREED: RefCell<HashMap<LockKey, FreedBy>> = RefCell::new(HashMap::new());
+    /// Every `lock:<name>` string key that exists, whoever created it (python-redis-lock too),
+    /// kept from notifications. FLUSHDB and SWAPDB send no per-key events, so this is how we
+    /// know which locks they freed and whose python waiters must be signalled.
+    static KNOWN_LOCKS: RefCell<HashSet<LockKey>> = RefCell::new(HashSet::new());
 }
 
-/// Keyspace-notification callback. The events that can take a `lock:<name>` key away: DEL,
-/// UNLINK, GETDEL (`del`), expiry, eviction, RENAME and MOVE of the key to elsewhere. An overwrite
-/// by SET is not a free: the lock is then simply someone else's.
+/// Keyspace-notification callback (generic, string, expired and evicted events).
+/// - A `lock:<name>` key appears (`set`, `rename_to`, `move_to`, `copy_to`, `restore`): track it.
+/// - It goes away (`del` for DEL/UNLINK/GETDEL, `expired`, `evicted`, `rename_from`,
+///   `move_from`): forget it, and unless we removed it ourselves, schedule the hand-off.
+///   An overwrite by SET is not a free: the lock is then simply someone else's.
+/// - Its expiry changes (`expire`, `set`) by someone else's command: watch the new deadline.
 pub fn on_keyspace_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &[u8]) {
-    if writing_now()
-        || !matches!(
-            event,
-            "del" | "expired" | "evicted" | "rename_from" | "move_from"
-        )
-    {
+    let Some(name) = name_of_lock_key(key) else {
+        return;
+    };
+    let lock = (selected_db(ctx), name.to_vec());
+    match event {
+        "set" | "rename_to" | "move_to" | "copy_to" | "restore" => {
+            KNOWN_LOCKS.with(|known| known.borrow_mut().insert(lock.clone()));
+            if !writing_now() {
+                deadlines::watch(ctx, &lock);
+            }
+        }
+        "expire" if !writing_now() => deadlines::watch(ctx, &lock),
+        "del" | "expired" | "evicted" | "rename_from" | "move_from" => {
+            KNOWN_LOCKS.with(|known| known.borrow_mut().remove(&lock));
+            if !writing_now() {
+                let cause = if event == "expired" {
+                    FreedBy::Expiry
+                } else {
+                    FreedBy::Deletion
+                };
+                schedule_settle(ctx, lock, cause);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// FLUSHDB/FLUSHALL send no per-key events: every lock we know of, or that has waiters, may be
+/// free now (a lock still held is left alone by the settle step).
+pub fn on_flush(ctx: &Context, subevent: FlushSubevent) {
+    if subevent != FlushSubevent::Ended {
         return;
     }
-    if let Some(name) = name_of_lock_key(key) {
-        let cause = if event == "expired" {
-            FreedBy::Expiry
-        } else {
-            FreedBy::Deletion
-        };
-        schedule_settle(ctx, (selected_db(ctx), name.to_vec()), cause);
-    }
-}
-
-/// FLUSHDB/FLUSHALL send no per-key events: every lock with waiters may be free now.
-pub fn on_flush(ctx: &Context, subevent: FlushSubevent) {
-    if subevent == FlushSubevent::Ended {
-        settle_every_waited_lock(ctx);
-    }
-}
-
-/// SWAPDB sends no per-key events either: waiters stay on their database, whose contents changed.
-pub fn on_swapdb(ctx: &Context) {
-    settle_every_waited_lock(ctx);
-}
-
-fn settle_every_waited_lock(ctx: &Context) {
-    let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
+    let mut locks: HashSet<LockKey> =
+        KNOWN_LOCKS.with(|known| known.borrow_mut().drain().collect());
+    locks.extend(with_table(|t| t.waiters().all_locks()).unwrap_or_default());
     for lock in locks {
         schedule_settle(ctx, lock, FreedBy::Deletion);
+    }
+}
+
+/// SWAPDB sends no per-key events either. Waiters (module and python) stay on their database,
+/// whose contents changed: settle every lock known in either database, then let the known set
+/// follow the data to its new database.
+pub fn on_swapdb(ctx: &Context, first: i32, second: i32) {
+    let mut locks: HashSet<LockKey> = KNOWN_LOCKS.with(|known| {
+        let mut known = known.borrow_mut();
+        let moved: Vec<LockKey> = known
+            .iter()
+            .filter(|(db, _)| *db == first || *db == second)
+            .cloned()
+            .collect();
+        for lock in &moved {
+            known.remove(lock);
+        }
+        for (db, name) in &moved {
+            known.insert((if *db == first { second } else { first }, name.clone()));
+        }
+        moved.into_iter().collect()
+    });
+    locks.extend(with_table(|t| t.waiters().all_locks()).unwrap_or_default());
+    for (db, name) in locks {
+        // The name may be free now in the database it was known in, and in the other one.
+        schedule_settle(ctx, (first, name.clone()), FreedBy::Deletion);
+        schedule_settle(ctx, (second, name.clone()), FreedBy::Deletion);
+        if db != first && db != second {
+            schedule_settle(ctx, (db, name), FreedBy::Deletion);
+        }
     }
 }
 
@@ -179,7 +221,12 @@ extern "C" fn on_swapdb_event(
     ctx: *mut raw::RedisModuleCtx,
     _event: raw::RedisModuleEvent,
     _subevent: u64,
-    _data: *mut std::os::raw::c_void,
+    data: *mut std::os::raw::c_void,
 ) {
-    on_swapdb(&Context::new(ctx));
+    // SAFETY: for REDISMODULE_EVENT_SWAPDB the server passes a RedisModuleSwapDbInfo, valid for
+    // the duration of the callback.
+    let Some(info) = (unsafe { data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() }) else {
+        return;
+    };
+    on_swapdb(&Context::new(ctx), info.dbnum_first, info.dbnum_second);
 }

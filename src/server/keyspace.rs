@@ -176,7 +176,7 @@ impl Keyspace for RedisKeyspace<'_> {
     }
 
     fn signal_pending(&mut self, name: &[u8]) -> KeyResult<bool> {
-        Ok(self.open(&signal_key(name)).key_type() != KeyType::Empty)
+        Ok(self.open(&signal_key(name)).key_type() == KeyType::List)
     }
 
     fn set_owner(&mut self, name: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> KeyResult<()> {

@@ -299,6 +299,21 @@ fn a_pending_python_signal_is_not_pushed_twice() {
 }
 
 #[test]
+fn a_signal_key_of_another_type_is_replaced_when_the_lock_is_freed() {
+    let mut s = Scenario::new();
+    s.acquire("a", "x", Some(10));
+    s.ks.put(b"lock-signal:x", Value::Str(b"not a list".to_vec()), None);
+    s.clock.advance(10);
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Expiry);
+    assert_eq!(
+        s.ks.get(b"lock-signal:x"),
+        Some(Value::List(vec![b"1".to_vec()]))
+    );
+    assert_eq!(s.ks.pttl(b"lock-signal:x"), SIG as i64);
+}
+
+#[test]
 fn freed_notice_for_a_lock_held_again_does_nothing() {
     let mut s = Scenario::new();
     s.acquire("a", "x", None);
