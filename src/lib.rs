@@ -17,7 +17,7 @@ pub mod server;
 
 use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context, NotifyEvent};
-use redis_module_macros::{flush_event_handler, info_command_handler};
+use redis_module_macros::info_command_handler;
 
 use server::{commands, events};
 
@@ -47,11 +47,6 @@ fn on_info(
     for_crash_report: bool,
 ) -> redis_module::RedisResult<()> {
     server::info::add_info(ctx, for_crash_report)
-}
-
-#[flush_event_handler]
-fn on_flush(ctx: &Context, subevent: redis_module::server_events::FlushSubevent) {
-    events::on_flush(ctx, subevent);
 }
 
 // Command flags: ACQUIRE may block and allocates (deny-oom); RELEASE, EXTEND and RESET must work

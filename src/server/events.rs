@@ -8,7 +8,6 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use redis_module::server_events::FlushSubevent;
 use redis_module::{raw, Context, ContextFlags, NotifyEvent, Status};
 
 use super::deadlines;
@@ -62,16 +61,14 @@ pub fn on_keyspace_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &
     }
 }
 
-/// FLUSHDB/FLUSHALL send no per-key events: every lock we know of, or that has waiters, may be
-/// free now (a lock still held is left alone by the settle step).
-pub fn on_flush(ctx: &Context, subevent: FlushSubevent) {
-    if subevent != FlushSubevent::Ended {
-        return;
-    }
-    let mut locks: HashSet<LockKey> =
-        KNOWN_LOCKS.with(|known| known.borrow_mut().drain().collect());
-    locks.extend(with_table(|t| t.waiters().all_locks()).unwrap_or_default());
-    for lock in locks {
+/// FLUSHDB/FLUSHALL send no per-key events. Module waiters of the flushed database(s) (`db`
+/// -1: all) may now take their locks; the locks we knew there are forgotten. Python waiters are
+/// not signalled: a flush leaves the database empty, as users expect, and they wake at their
+/// own BLPOP timeout as they would with python-redis-lock alone.
+pub fn on_flush(ctx: &Context, db: i32) {
+    KNOWN_LOCKS.with(|known| known.borrow_mut().retain(|(d, _)| db != -1 && *d != db));
+    let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
+    for lock in locks.into_iter().filter(|(d, _)| db == -1 || *d == db) {
         schedule_settle(ctx, lock, FreedBy::Deletion);
     }
 }
@@ -193,28 +190,46 @@ pub fn write_permission(ctx: &Context) -> WritePermission {
     }
 }
 
-/// Subscribes to the server events the crate does not wrap (SWAPDB).
+/// Subscribes to the server events whose data the crate does not hand over (which database a
+/// FLUSHDB or SWAPDB touched).
 pub fn subscribe_server_events(ctx: &Context) -> Status {
-    // SAFETY: called from OnLoad with its live context; the callback is an `extern "C"` function
-    // of this module that never unwinds.
-    let subscribed = unsafe {
-        match raw::RedisModule_SubscribeToServerEvent {
-            Some(subscribe) => subscribe(
-                ctx.ctx,
-                raw::RedisModuleEvent {
-                    id: raw::REDISMODULE_EVENT_SWAPDB,
-                    dataver: 1,
-                },
-                Some(on_swapdb_event),
-            ),
-            None => raw::REDISMODULE_ERR as i32,
+    let events: [(u64, raw::RedisModuleEventCallback); 2] = [
+        (raw::REDISMODULE_EVENT_FLUSHDB, Some(on_flush_event)),
+        (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb_event)),
+    ];
+    for (id, callback) in events {
+        // SAFETY: called from OnLoad with its live context; the callbacks are `extern "C"`
+        // functions of this module that never unwind.
+        let subscribed = unsafe {
+            match raw::RedisModule_SubscribeToServerEvent {
+                Some(subscribe) => {
+                    subscribe(ctx.ctx, raw::RedisModuleEvent { id, dataver: 1 }, callback)
+                }
+                None => raw::REDISMODULE_ERR as i32,
+            }
+        };
+        if subscribed != raw::REDISMODULE_OK as i32 {
+            return Status::Err;
         }
-    };
-    if subscribed == raw::REDISMODULE_OK as i32 {
-        Status::Ok
-    } else {
-        Status::Err
     }
+    Status::Ok
+}
+
+extern "C" fn on_flush_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    data: *mut std::os::raw::c_void,
+) {
+    if subevent != raw::REDISMODULE_SUBEVENT_FLUSHDB_END {
+        return;
+    }
+    // SAFETY: for REDISMODULE_EVENT_FLUSHDB the server passes a RedisModuleFlushInfo, valid for
+    // the duration of the callback.
+    let Some(info) = (unsafe { data.cast::<raw::RedisModuleFlushInfo>().as_ref() }) else {
+        return;
+    };
+    on_flush(&Context::new(ctx), info.dbnum);
 }
 
 extern "C" fn on_swapdb_event(
