@@ -13,12 +13,12 @@ use redis_module::redisvalue::RedisValueKey;
 use super::blocking::block;
 use super::deadlines;
 use super::effects::apply;
-use super::keyspace::RedisKeyspace;
+use super::keyspace::{lock_key_exists, RedisKeyspace};
 use super::state::{selected_db, Table};
 use crate::config::signal_expire_ms;
 use crate::engine::{AcquireOutcome, LockKey};
 use crate::error::LockError;
-use crate::keys::{has_hash_tag, name_of_lock_key, new_owner_id};
+use crate::keys::{has_hash_tag, lock_key, name_of_lock_key, new_owner_id};
 use crate::request::{self, Wait};
 
 impl From<LockError> for RedisError {
@@ -38,12 +38,33 @@ fn arg_bytes(args: &[RedisString]) -> Vec<&[u8]> {
 /// The lock a command names, in the caller's database. In a cluster the name must carry a hash
 /// tag, or `lock:<name>` and `lock-signal:<name>` could live on other nodes than the name routes to.
 fn lock_of(ctx: &Context, name: Vec<u8>) -> Result<LockKey, LockError> {
-    if ctx.get_flags().contains(ContextFlags::CLUSTER) && !has_hash_tag(&name) {
-        return Err(LockError::invalid(
-            "in cluster mode the lock name must contain a non-empty {hash tag}",
-        ));
+    if ctx.get_flags().contains(ContextFlags::CLUSTER) {
+        if !has_hash_tag(&name) {
+            return Err(LockError::invalid(
+                "in cluster mode the lock name must contain a non-empty {hash tag}",
+            ));
+        }
+        check_slot_not_moving(ctx, &name)?;
     }
     Ok((selected_db(ctx), name))
+}
+
+/// The command is routed by the name, which never exists as a key. While the name's slot
+/// migrates, the source node therefore sends every LOCK.* command to the importing node (ASK),
+/// which does not have `lock:<name>` yet and would think the lock free. When the lock key is
+/// absent here, ask the server the question it asks of multi-key commands during resharding:
+/// `EXISTS <name> lock:<name>` under this client's flags fails with TRYAGAIN on an importing
+/// slot, and succeeds on a node that serves the slot normally.
+fn check_slot_not_moving(ctx: &Context, name: &[u8]) -> Result<(), LockError> {
+    if lock_key_exists(ctx, name) {
+        return Ok(());
+    }
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let reply: CallResult<'static> = ctx.call_ext("EXISTS", &options, &[name, &lock_key(name)]);
+    match reply {
+        Ok(_) => Ok(()),
+        Err(e) => Err(LockError::Server(e.to_string())),
+    }
 }
 
 /// Runs a rules operation and carries out its decisions (see `effects::apply`).

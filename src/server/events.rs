@@ -38,17 +38,21 @@ pub fn on_keyspace_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &
         return;
     };
     let lock = (selected_db(ctx), name.to_vec());
+    // Replaying the AOF or the primary's stream: the events replay history, nothing is freed
+    // now, and a replica never grants or signals on its own. Only keep track of the locks.
+    let flags = ctx.get_flags();
+    let replaying = flags.contains(ContextFlags::LOADING) || !flags.contains(ContextFlags::MASTER);
     match event {
         "set" | "rename_to" | "move_to" | "copy_to" | "restore" => {
             KNOWN_LOCKS.with(|known| known.borrow_mut().insert(lock.clone()));
-            if !writing_now() {
+            if !writing_now() && !replaying {
                 deadlines::watch(ctx, &lock);
             }
         }
-        "expire" if !writing_now() => deadlines::watch(ctx, &lock),
+        "expire" if !writing_now() && !replaying => deadlines::watch(ctx, &lock),
         "del" | "expired" | "evicted" | "rename_from" | "move_from" => {
             KNOWN_LOCKS.with(|known| known.borrow_mut().remove(&lock));
-            if !writing_now() {
+            if !writing_now() && !replaying {
                 let cause = if event == "expired" {
                     FreedBy::Expiry
                 } else {

@@ -41,6 +41,11 @@ impl Drop for OwnWrite {
     }
 }
 
+/// True if `lock:<name>` exists in the database selected on `ctx`.
+pub fn lock_key_exists(ctx: &Context, name: &[u8]) -> bool {
+    ReadKey::open(ctx, &lock_key(name)).key_type() != KeyType::Empty
+}
+
 pub struct RedisKeyspace<'a> {
     ctx: &'a Context,
     write_options: CallOptions,
