@@ -4,7 +4,7 @@
 //! timer, taking back an undelivered grant) goes through [`apply`], so all of them answer woken
 //! clients, publish lock events and watch deadlines the same way.
 
-use redis_module::{Context, NotifyEvent, RedisString};
+use redis_module::{raw, Context, NotifyEvent, RedisString};
 
 use super::blocking::deliver;
 use super::deadlines;
@@ -36,8 +36,20 @@ pub fn apply<R>(
 /// `A`) on the `lock:<name>` key: `lock.acquired`, `lock.released`, `lock.expired`,
 /// `lock.handoff`. The server sends them only if the user enabled that class.
 fn publish(ctx: &Context, events: Vec<(LockEvent, LockKey)>) {
+    if events.is_empty() || !module_events_enabled() {
+        return; // the usual case: spare building the key names
+    }
     for (event, (_, name)) in events {
         let key = RedisString::create_from_slice(ctx.ctx, &lock_key(&name));
         ctx.notify_keyspace_event(NotifyEvent::MODULE, event.name(), &key);
+    }
+}
+
+/// Whether `notify-keyspace-events` includes module events (flag `d`).
+fn module_events_enabled() -> bool {
+    // SAFETY: reads the server's notification flags; no arguments.
+    match unsafe { raw::RedisModule_GetNotifyKeyspaceEvents } {
+        Some(get) => (unsafe { get() } & raw::REDISMODULE_NOTIFY_MODULE) != 0,
+        None => true,
     }
 }
