@@ -40,7 +40,8 @@ $(VENV)/.installed: tests/requirements.txt clients/python/pyproject.toml clients
 venv: deps $(VENV)/.installed
 
 unit: deps
-	cargo test --locked --lib
+	cargo test --locked --lib -p redis_lock
+	cargo test --locked -p lockbench
 
 servers:
 	@bash scripts/fetch-servers.sh >/dev/null
