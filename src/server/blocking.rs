@@ -8,7 +8,7 @@
 //!    - its deadline timer fires (`on_wait_deadline`: the rules answer it with null);
 //!    - `CLIENT UNBLOCK` (`on_unblocked_by_server`, the "timeout callback", answers null);
 //!    - the client goes away (`on_disconnect`).
-//!    Whoever removes the waiter from the table owns the handle; everyone else finds nothing.
+//!      Whoever removes the waiter from the table owns the handle; everyone else finds nothing.
 //! 3. The server then calls `reply_answer` (if the client is still there) and `free_answer`.
 //!    A grant whose reply never ran (client gone, or 7.0 dropping it) is taken back.
 //!
