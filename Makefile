@@ -4,6 +4,8 @@
 # make unit       Rust unit tests only
 # make fuzz-smoke bounded cargo-fuzz runs of the parser and lock-rule targets (part of make test)
 # make fuzz       long cargo-fuzz runs (FUZZ_SECONDS per target, default 300)
+# make fuzz-live / chaos / soak / leak-check   long reliability runs (tools/reliability);
+#                 leak-smoke, the CI-sized valgrind run, is part of make test
 # make integration  integration tests only, on every server of SERVERS (pytest, real servers)
 #                 e.g. make integration SERVERS=redis-server PYTEST_ARGS="-k release -x"
 
@@ -17,7 +19,7 @@ TEST_PATHS ?= tests clients/python/tests
 EXTRA_SERVERS := $(CURDIR)/.servers/redis-8.2.3/redis-server $(CURDIR)/.servers/valkey-9.1.2/valkey-server
 SERVERS ?= redis-server $(EXTRA_SERVERS)
 
-.PHONY: all build run test unit integration deps venv servers fuzz-smoke fuzz clean
+.PHONY: all build run test unit integration deps venv servers fuzz-smoke fuzz fuzz-live chaos soak leak-check leak-smoke clean
 
 all: build
 
@@ -58,7 +60,23 @@ fuzz-smoke:
 fuzz:
 	bash scripts/fuzz.sh -max_total_time=$(FUZZ_SECONDS)
 
-test: unit fuzz-smoke integration
+# Reliability (tools/reliability): the long runs, and the CI-sized leak check.
+fuzz-live: build venv
+	FUZZ_COMMANDS=1000000 LOCK_MODULE=$(CURDIR)/$(MODULE) $(VENV)/bin/pytest -c tests/pytest.ini -p no:cacheprovider -s tests/test_fuzz_commands.py -k "not chaos"
+
+chaos: build venv
+	LOCK_MODULE=$(CURDIR)/$(MODULE) $(VENV)/bin/python tools/reliability/chaos.py --duration $(or $(CHAOS_SECONDS),300)
+
+soak: build venv
+	LOCK_MODULE=$(CURDIR)/$(MODULE) $(VENV)/bin/python tools/reliability/soak.py
+
+leak-check: build venv servers
+	bash tools/reliability/leak-check.sh
+
+leak-smoke: build venv servers
+	LEAK_TESTS=tests/test_fuzz_commands.py bash tools/reliability/leak-check.sh
+
+test: unit fuzz-smoke leak-smoke integration
 
 clean:
 	cargo clean

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing the module needs, if it is missing:
 #   redis-server (the server the module runs in), libclang-dev (bindgen needs it at build time),
-#   and python3 with venv (the integration tests). As root with apt it installs them;
+#   python3 with venv (the integration tests) and valgrind (the leak check). As root with apt it installs them;
 #   otherwise it prints the exact command to run and fails.
 set -euo pipefail
 
@@ -11,6 +11,7 @@ command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 if ! ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so'; then
   missing+=(libclang-dev)
 fi
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
   missing+=(python3-venv)

@@ -609,3 +609,28 @@ def assert_signalled(c, name, expire_ms=DEFAULT_SIGNAL_EXPIRE):
     assert c.type(sig(name)) == b"list"
     assert c.lrange(sig(name), 0, -1) == [b"1"]
     assert_pttl(c, sig(name), expire_ms)
+
+
+# ---------------------------------------------------------------------------
+# knobs for slow servers (valgrind, tools/reliability/leak-check.sh); no effect when unset
+#   REDIS_START_TIMEOUT=<s>  how long a server may take to answer PING after spawning (default 10)
+#   REDIS_STOP_SIGNAL=TERM   stop servers with SIGTERM and wait for them to exit (valgrind writes
+#                            its leak report at exit), SIGKILL only after REDIS_STOP_TIMEOUT
+#                            seconds (default 120)
+
+START_TIMEOUT = float(os.environ.get("REDIS_START_TIMEOUT") or START_TIMEOUT)
+STOP_TIMEOUT = float(os.environ.get("REDIS_STOP_TIMEOUT") or 120)
+
+
+def _terminate_then_kill(self, _kill=RedisServer._kill):
+    if self.proc is not None and self.proc.poll() is None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pass  # _kill sends SIGKILL
+    _kill(self)
+
+
+if os.environ.get("REDIS_STOP_SIGNAL", "").upper() in ("TERM", "SIGTERM"):
+    RedisServer._kill = _terminate_then_kill
