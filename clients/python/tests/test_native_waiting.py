@@ -162,8 +162,10 @@ def test_waiter_connection_killed_is_not_resent(server, protocol):
     c.client_kill_filter(_id=blocked[0]["id"])
     with pytest.raises(redis.ConnectionError):
         call.result()
-    assert waiters(c, "n") == 0
-    assert cmd_calls(c, "lock.acquire") == 2
+    assert waiters(c, "n") == 0  # a re-sent acquire would be queued again
+    # The holder's acquire and the killed one. Redis 7.0 counts a blocked command when it
+    # blocks; 8.2 and Valkey only when it completes, and the killed one never does.
+    assert cmd_calls(c, "lock.acquire") in (1, 2)
     holder.release()
     assert c.exists("lock:n") == 0  # nobody was granted the lock behind our back
 
