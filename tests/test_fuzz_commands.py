@@ -430,6 +430,21 @@ class Waiter:
         self.fz.history.append(f"    waiter {self.index}: {_show_cmd(args)}")
         self.pending = (name, wid, time.monotonic(), float(timeout) or None)
         self.fz.stats["waits"] += 1
+        self.wait_processed()
+
+    def wait_processed(self):
+        """Until the server has run the ACQUIRE (it replied, or the client is blocked): sent on
+        another connection, it could otherwise run inside the next command's before/after
+        window and take a free lock there (on a slow or loaded server)."""
+        deadline = time.monotonic() + 10
+        while not self.conn.pending(0):
+            info = self.fz.ctl.call("CLIENT", "LIST", "ID", self.client_id).decode()
+            flags = re.search(r" flags=(\S*)", info)
+            if flags and "b" in flags.group(1):
+                return
+            if time.monotonic() > deadline:
+                self.fz.fail(f"waiter {self.index}: its LOCK.ACQUIRE neither replied nor blocked "
+                             f"within 10 s ({info.strip()})")
 
     def poll(self):
         """Read the reply if it arrived; returns True if the waiter is idle afterwards."""

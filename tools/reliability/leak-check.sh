@@ -38,10 +38,16 @@ exec valgrind --tool=memcheck --leak-check=full --show-leak-kinds=definite,indir
 WRAP
 chmod +x "$work/valkey-server"
 
+# Tests whose timing window valgrind's slowdown (20-50x) cannot meet: they assert on the
+# module's behaviour within a few hundred ms, not on memory.
+DESELECT=(
+  --deselect tests/test_interop.py::test_python_extend_keeps_module_waiter_waiting_past_the_old_deadline
+)
+
 echo "=== leak check: $LEAK_TESTS under valgrind ($("$VALKEY" --version | head -1))"
 start=$(date +%s)
 REDIS_SERVER=$work/valkey-server REDIS_STOP_SIGNAL=TERM REDIS_START_TIMEOUT=60 \
-  .venv/bin/pytest $LEAK_TESTS -p no:cacheprovider -q "$@"
+  .venv/bin/pytest $LEAK_TESTS -p no:cacheprovider -q "${DESELECT[@]}" "$@"
 rc=$?
 echo "=== pytest exit code $rc after $(( $(date +%s) - start )) s; valgrind logs in $work/logs"
 .venv/bin/python tools/reliability/valgrind_report.py ${LEAK_ALLOW_LOAD_TIME:+--allow-load-time} "$work"/logs/vg.*.log
