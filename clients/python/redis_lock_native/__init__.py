@@ -11,7 +11,6 @@ The server must have the module loaded (``redis-server --loadmodule libredis_loc
 """
 
 import threading
-import weakref
 from logging import getLogger
 from typing import Union
 
@@ -263,23 +262,8 @@ class Lock(_LockRules):
         """
         Starts the lock refresher thread.
         """
-        if self._lock_renewal_thread is not None:
-            raise AlreadyStarted('Lock refresh thread already started')
-
-        logger_for_refresh_start.debug(
-            'Starting renewal thread for Lock(%r). Refresh interval: %s seconds.', self._name, self._lock_renewal_interval
-        )
-        self._lock_renewal_stop = threading.Event()
-        self._lock_renewal_thread = threading.Thread(
-            group=None,
-            target=self._lock_renewer,
-            kwargs={
-                'name': self._name,
-                'lockref': weakref.ref(self),
-                'interval': self._lock_renewal_interval,
-                'stop': self._lock_renewal_stop,
-            },
-        )
+        kwargs = self._renewer_kwargs(self._lock_renewal_thread, 'thread', logger_for_refresh_start, threading.Event())
+        self._lock_renewal_thread = threading.Thread(group=None, target=self._lock_renewer, kwargs=kwargs)
         self._lock_renewal_thread.daemon = True
         self._lock_renewal_thread.start()
 

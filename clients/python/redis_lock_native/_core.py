@@ -4,6 +4,7 @@ the plan of a blocking wait. No I/O here: each drop-in sends the commands its ow
 """
 
 import time
+import weakref
 from base64 import b64encode
 from os import urandom
 
@@ -185,6 +186,18 @@ class LockRules:
         if isinstance(translated, AlreadyAcquired):
             return AlreadyAcquired('Already acquired from this Lock instance.')
         return translated
+
+    # -- auto-renewal
+
+    def _renewer_kwargs(self, running, kind, logger, stop):
+        """The renewal loop's arguments (it holds the lock weakly); AlreadyStarted if one runs."""
+        if running is not None:
+            raise AlreadyStarted('Lock refresh thread already started')
+        logger.debug('Starting renewal %s for Lock(%r). Refresh interval: %s seconds.', kind, self._name,
+                     self._lock_renewal_interval)
+        self._lock_renewal_stop = stop
+        return {'name': self._name, 'lockref': weakref.ref(self), 'interval': self._lock_renewal_interval,
+                'stop': stop}
 
     # -- release, extend, reset
 

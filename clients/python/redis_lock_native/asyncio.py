@@ -17,7 +17,6 @@ that answer and, if the lock had been granted meanwhile, releases it.
 """
 
 import asyncio
-import weakref
 from logging import getLogger
 
 import redis.asyncio
@@ -331,18 +330,8 @@ class Lock(_LockRules):
         """
         Starts the lock refresher task.
         """
-        if self._lock_renewal_task is not None:
-            raise AlreadyStarted('Lock refresh thread already started')
-        logger_for_refresh_start.debug(
-            'Starting renewal task for Lock(%r). Refresh interval: %s seconds.', self._name, self._lock_renewal_interval
-        )
-        self._lock_renewal_stop = asyncio.Event()
-        self._lock_renewal_task = asyncio.ensure_future(self._lock_renewer(
-            name=self._name,
-            lockref=weakref.ref(self),
-            interval=self._lock_renewal_interval,
-            stop=self._lock_renewal_stop,
-        ))
+        kwargs = self._renewer_kwargs(self._lock_renewal_task, 'task', logger_for_refresh_start, asyncio.Event())
+        self._lock_renewal_task = asyncio.ensure_future(self._lock_renewer(**kwargs))
 
     async def _stop_lock_renewer(self):
         """
