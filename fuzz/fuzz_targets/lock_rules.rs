@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use libfuzzer_sys::fuzz_target;
 use redis_lock::engine::memory::{ManualClock, MemoryKeyspace};
-use redis_lock::engine::{AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, WaiterId};
+use redis_lock::engine::{
+    AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, WaitRequest, WaiterId,
+};
 
 const CLIENTS: u8 = 6;
 const LOCKS: u8 = 3;
@@ -40,8 +42,12 @@ fuzz_target!(|data: &[u8]| {
         match op % 9 {
             0 if !waiting.contains_key(&c) => {
                 let may_wait = b & 0x40 != 0;
-                if let Ok(AcquireOutcome::MustWait) = table.acquire(&mut ks, &l, &id(c), ttl, may_wait) {
-                    let w = table.enqueue(l.clone(), id(c), ttl, c);
+                let client_id = Some(u64::from(c));
+                if let Ok(AcquireOutcome::MustWait) =
+                    table.acquire(&mut ks, &l, &id(c), ttl, client_id, may_wait)
+                {
+                    let request = WaitRequest { owner: id(c), ttl_ms: ttl, timeout_ms: None, client_id };
+                    let w = table.enqueue(l.clone(), request, c);
                     waiting.insert(c, (w, l.clone()));
                     queue.entry(l).or_default().insert(w, c);
                 }

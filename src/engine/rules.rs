@@ -5,10 +5,9 @@
 //! drains them with [`LockTable::take_wakeups`] and unblocks those clients. Everything one
 //! operation does happens inside one command or timer callback, so it is atomic on the server.
 
-use std::collections::HashMap;
-
+use super::holders::Holders;
 use super::keyspace::{Clock, KeyResult, Keyspace, KeyspaceError};
-use super::queue::{LockKey, WaitQueues, WaiterId};
+use super::queue::{LockKey, WaitQueues, WaitRequest, WaiterId};
 use super::stats::{FreedBy, LockEvent, Stats};
 use crate::error::LockError;
 
@@ -45,14 +44,26 @@ pub struct LockInfo {
     pub owner: Option<Vec<u8>>,
     pub ttl_ms: i64,
     pub waiters: usize,
+    /// The module's grant that the lock is now: the acquiring connection (if known) and how
+    /// long ago it was granted. `None` when the module did not grant the current holding.
+    pub holder: Option<(Option<u64>, u64)>,
+}
+
+/// One queued waiter as LOCK.WAITERS shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaiterInfo {
+    pub client_id: Option<u64>,
+    pub waited_ms: u64,
+    pub timeout_ms: Option<u64>,
+    pub ttl_ms: Option<u64>,
 }
 
 pub struct LockTable<C, K> {
     waiters: WaitQueues<C>,
     wakeups: Vec<Wakeup<C>>,
     events: Vec<(LockEvent, LockKey)>,
-    /// When the module granted each lock it knows to be held (for hold-time statistics).
-    held_since: HashMap<LockKey, u64>,
+    /// Whom and when the module granted each lock it knows to be held.
+    holders: Holders,
     clock: K,
     pub stats: Stats,
 }
@@ -63,20 +74,21 @@ impl<C, K: Clock> LockTable<C, K> {
             waiters: WaitQueues::default(),
             wakeups: Vec::new(),
             events: Vec::new(),
-            held_since: HashMap::new(),
+            holders: Holders::default(),
             clock,
             stats: Stats::default(),
         }
     }
 
-    /// LOCK.ACQUIRE's single atomic step. `owner` is the id to take the lock with;
-    /// `explicit_id` says the caller chose it (only then can it already own the lock).
+    /// LOCK.ACQUIRE's single atomic step. `owner` is the id to take the lock with, `client_id`
+    /// the caller's connection (if known).
     pub fn acquire(
         &mut self,
         ks: &mut impl Keyspace,
         lock: &LockKey,
         owner: &[u8],
         ttl_ms: Option<u64>,
+        client_id: Option<u64>,
         may_wait: bool,
     ) -> Result<AcquireOutcome, LockError> {
         let name = &lock.1;
@@ -95,7 +107,8 @@ impl<C, K: Clock> LockTable<C, K> {
             None => {
                 ks.set_owner(name, owner, ttl_ms)?;
                 self.stats.grants_immediate += 1;
-                self.held_since.insert(lock.clone(), self.clock.now_ms());
+                let now = self.clock.now_ms();
+                self.holders.granted(lock, owner, client_id, now);
                 self.events.push((LockEvent::Acquired, lock.clone()));
                 Ok(AcquireOutcome::Acquired(owner.to_vec()))
             }
@@ -103,15 +116,9 @@ impl<C, K: Clock> LockTable<C, K> {
     }
 
     /// Queues a blocked acquirer at the tail of the lock's line.
-    pub fn enqueue(
-        &mut self,
-        lock: LockKey,
-        owner: Vec<u8>,
-        ttl_ms: Option<u64>,
-        client: C,
-    ) -> WaiterId {
+    pub fn enqueue(&mut self, lock: LockKey, request: WaitRequest, client: C) -> WaiterId {
         let now = self.clock.now_ms();
-        self.waiters.push(lock, owner, ttl_ms, now, client)
+        self.waiters.push(lock, request, now, client)
     }
 
     /// LOCK.RELEASE: the id must own the lock; it then passes to the next waiter, or is deleted
@@ -185,11 +192,32 @@ impl<C, K: Clock> LockTable<C, K> {
         } else {
             -2
         };
+        let now = self.clock.now_ms();
+        let holder = self
+            .holders
+            .current(lock, owner.as_deref())
+            .map(|h| (h.client_id, now.saturating_sub(h.since_ms)));
         Ok(LockInfo {
             owner,
             ttl_ms,
             waiters: self.waiters.len_of(lock),
+            holder,
         })
+    }
+
+    /// LOCK.WAITERS: the first `count` waiters of the lock (all with `None`), head first.
+    pub fn waiters_of(&self, lock: &LockKey, count: Option<usize>) -> Vec<WaiterInfo> {
+        let now = self.clock.now_ms();
+        self.waiters
+            .of_lock(lock)
+            .take(count.unwrap_or(usize::MAX))
+            .map(|w| WaiterInfo {
+                client_id: w.request.client_id,
+                waited_ms: now.saturating_sub(w.since_ms),
+                timeout_ms: w.request.timeout_ms,
+                ttl_ms: w.request.ttl_ms,
+            })
+            .collect()
     }
 
     /// The lock may have become free by something that is not one of our commands (`cause`:
@@ -208,7 +236,7 @@ impl<C, K: Clock> LockTable<C, K> {
             // Held again (re-acquired, overwritten) or now another type: nothing was freed.
             Ok(Some(_)) | Err(_) => return,
         }
-        if self.held_since.contains_key(lock) && cause == FreedBy::Expiry {
+        if self.holders.contains(lock) && cause == FreedBy::Expiry {
             self.events.push((LockEvent::Expired, lock.clone()));
         }
         self.end_hold(lock);
@@ -295,14 +323,14 @@ impl<C, K: Clock> LockTable<C, K> {
         std::mem::take(&mut self.events)
     }
 
-    /// Number of locks whose grant time is remembered (bounded by the locks held).
+    /// Number of locks whose grant is remembered (bounded by the locks held).
     pub fn tracked_holds(&self) -> usize {
-        self.held_since.len()
+        self.holders.len()
     }
 
     /// True if the module granted this lock and has not seen it freed since.
     pub fn granted_by_us(&self, lock: &LockKey) -> bool {
-        self.held_since.contains_key(lock)
+        self.holders.contains(lock)
     }
 
     pub fn waiters(&self) -> &WaitQueues<C> {
@@ -335,10 +363,10 @@ impl<C, K: Clock> LockTable<C, K> {
 
     /// The lock stops being held by its current owner: record how long it was held.
     fn end_hold(&mut self, lock: &LockKey) {
-        if let Some(since) = self.held_since.remove(lock) {
+        if let Some(holder) = self.holders.ended(lock) {
             self.stats
                 .hold
-                .record(self.clock.now_ms().saturating_sub(since));
+                .record(self.clock.now_ms().saturating_sub(holder.since_ms));
         }
     }
 
@@ -349,18 +377,20 @@ impl<C, K: Clock> LockTable<C, K> {
         let Some(waiter) = self.waiters.pop_head(lock) else {
             return false;
         };
-        match ks.set_owner(&lock.1, &waiter.owner, waiter.ttl_ms) {
+        let request = &waiter.request;
+        match ks.set_owner(&lock.1, &request.owner, request.ttl_ms) {
             Ok(()) => {
                 let now = self.clock.now_ms();
                 self.stats.grants_after_wait += 1;
                 self.stats.count_handoff(cause);
                 self.stats.wait.record(now.saturating_sub(waiter.since_ms));
-                self.held_since.insert(lock.clone(), now);
+                self.holders
+                    .granted(lock, &request.owner, request.client_id, now);
                 self.events.push((LockEvent::Handoff, lock.clone()));
                 self.wakeups.push(Wakeup {
                     client: waiter.client,
                     lock: lock.clone(),
-                    delivery: Delivery::Granted(waiter.owner),
+                    delivery: Delivery::Granted(waiter.request.owner),
                 });
                 true
             }
