@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use libfuzzer_sys::fuzz_target;
 use redis_lock::engine::memory::{ManualClock, MemoryKeyspace};
 use redis_lock::engine::{
-    AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, WaitRequest, WaiterId,
+    AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, AcquireArgs, WaiterId,
 };
 
 const CLIENTS: u8 = 6;
@@ -42,12 +42,15 @@ fuzz_target!(|data: &[u8]| {
         match op % 9 {
             0 if !waiting.contains_key(&c) => {
                 let may_wait = b & 0x40 != 0;
-                let client_id = Some(u64::from(c));
-                if let Ok(AcquireOutcome::MustWait) =
-                    table.acquire(&mut ks, &l, &id(c), ttl, client_id, may_wait)
-                {
-                    let request = WaitRequest { owner: id(c), ttl_ms: ttl, timeout_ms: None, client_id };
-                    let w = table.enqueue(l.clone(), request, c);
+                let args = AcquireArgs {
+                    owner: id(c),
+                    ttl_ms: ttl,
+                    timeout_ms: None,
+                    client_id: Some(u64::from(c)),
+                    session: false,
+                };
+                if let Ok(AcquireOutcome::MustWait) = table.acquire(&mut ks, &l, &args, may_wait) {
+                    let w = table.enqueue(l.clone(), args, c);
                     waiting.insert(c, (w, l.clone()));
                     queue.entry(l).or_default().insert(w, c);
                 }
