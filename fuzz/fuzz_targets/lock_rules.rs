@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use libfuzzer_sys::fuzz_target;
 use redis_lock::engine::memory::{ManualClock, MemoryKeyspace};
-use redis_lock::engine::{AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, WaiterId};
+use redis_lock::engine::{
+    AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, AcquireArgs, WaiterId,
+};
 
 const CLIENTS: u8 = 6;
 const LOCKS: u8 = 3;
@@ -40,8 +42,15 @@ fuzz_target!(|data: &[u8]| {
         match op % 9 {
             0 if !waiting.contains_key(&c) => {
                 let may_wait = b & 0x40 != 0;
-                if let Ok(AcquireOutcome::MustWait) = table.acquire(&mut ks, &l, &id(c), ttl, may_wait) {
-                    let w = table.enqueue(l.clone(), id(c), ttl, c);
+                let args = AcquireArgs {
+                    owner: id(c),
+                    ttl_ms: ttl,
+                    timeout_ms: None,
+                    client_id: Some(u64::from(c)),
+                    session: false,
+                };
+                if let Ok(AcquireOutcome::MustWait) = table.acquire(&mut ks, &l, &args, may_wait) {
+                    let w = table.enqueue(l.clone(), args, c);
                     waiting.insert(c, (w, l.clone()));
                     queue.entry(l).or_default().insert(w, c);
                 }
