@@ -261,9 +261,12 @@ class Lock(_LockRules):
                 try:
                     await self._client.execute_command('CLIENT', 'UNBLOCK', client_id)
                 except Exception:  # noqa: BLE001 - NOPERM & co: fall back on closing
+                    client_id = None
                     break
                 await asyncio.wait({task}, timeout=pause)
                 pause = min(pause * 2, 0.25)
+            if client_id is None:
+                deadline = loop.time()  # nothing would end the wait: close now
         if not task.done():
             await asyncio.wait({task}, timeout=max(deadline - loop.time(), 0))
         if not task.done():
