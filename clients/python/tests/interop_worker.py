@@ -12,6 +12,11 @@ def run(kind, port, protocol, name, rounds, start):
     """`start` is a multiprocessing Barrier shared by all workers."""
     import redis
 
+    if kind == "asyncio":
+        import asyncio
+
+        return asyncio.run(_run_async(port, protocol, name, rounds, start))
+
     if kind == "python":
         import redis_lock as mod
     else:
@@ -38,3 +43,38 @@ def run(kind, port, protocol, name, rounds, start):
         finally:
             lock.release()
     c.close()
+
+
+async def _run_async(port, protocol, name, rounds, start, tasks=2):
+    """The asyncio drop-in: `tasks` tasks on one event loop, `rounds` sections each."""
+    import asyncio
+
+    import redis.asyncio
+
+    import redis_lock_native.asyncio as arl
+
+    c = redis.asyncio.Redis(host="127.0.0.1", port=port, protocol=protocol, socket_timeout=10)
+    await c.ping()
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, start.wait, 30)
+    except Exception:  # noqa: BLE001 - threading.BrokenBarrierError
+        await c.incr("start-timeout")
+        return
+
+    async def sections():
+        for _ in range(rounds):
+            lock = arl.Lock(c, name, expire=10)
+            if not await lock.acquire(timeout=10):
+                await c.incr("timedout:asyncio")
+                continue
+            try:
+                if await c.incr("inside") > 1:
+                    await c.incr("violations")
+                await asyncio.sleep(0.002)
+                await c.decr("inside")
+                await c.incr("done:asyncio")
+            finally:
+                await lock.release()
+
+    await asyncio.gather(*(sections() for _ in range(tasks)))
+    await c.aclose()
