@@ -5,7 +5,31 @@ redis_lock_native ("native"). Inside each section it INCRs the server-side count
 a value above 1 means two processes were inside at once and is counted in `violations`.
 """
 
+import multiprocessing
 import time
+
+
+def run_all(port, plan, rounds, name="shared", join_timeout=60):
+    """Start one worker process per (kind, protocol) of `plan`, all released at once by a barrier;
+    fail if one is still running after `join_timeout` s or exits with an error."""
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(len(plan))
+    procs = [ctx.Process(target=run, args=(kind, port, proto, name, rounds, start), daemon=True,
+                         name=f"{kind}-{i}")
+             for i, (kind, proto) in enumerate(plan)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join(join_timeout)
+        stuck = [p.name for p in procs if p.is_alive()]
+        assert not stuck, f"processes still running: {stuck}"
+        assert [p.exitcode for p in procs] == [0] * len(procs)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
 
 
 def run(kind, port, protocol, name, rounds, start):

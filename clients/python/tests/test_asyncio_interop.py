@@ -1,33 +1,14 @@
-"""python-redis-lock processes, sync drop-in processes and an asyncio drop-in process (two tasks
-on one loop) share one lock: mutual exclusion checked on the server, every section completes."""
-
-import multiprocessing
+"""A python-redis-lock process, a sync drop-in process and two asyncio drop-in processes (two
+tasks on one loop each) share one lock: mutual exclusion checked on the server, every section completes."""
 
 import interop_worker
 
 
 def test_mixed_sync_asyncio_and_python_redis_lock(server):
     c = server.client()
-    ctx = multiprocessing.get_context("spawn")
     rounds = 20
     plan = [("python", 2), ("native", 3), ("asyncio", 3), ("asyncio", 2)]
-    start = ctx.Barrier(len(plan))
-    procs = [ctx.Process(target=interop_worker.run, args=(kind, server.port, proto, "shared", rounds, start),
-                         daemon=True, name=f"{kind}-{i}")
-             for i, (kind, proto) in enumerate(plan)]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join(60)
-        stuck = [p.name for p in procs if p.is_alive()]
-        assert not stuck, f"processes still running: {stuck}"
-        assert [p.exitcode for p in procs] == [0] * len(procs)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(5)
+    interop_worker.run_all(server.port, plan, rounds)
 
     def count(key):
         return int(c.get(key) or 0)
