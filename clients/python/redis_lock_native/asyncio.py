@@ -54,6 +54,11 @@ def _keep(task):
     return task
 
 
+def _log_late_release(task):
+    if not task.cancelled() and task.exception() is not None:
+        logger_for_release.warning('Release after a cancellation failed.', exc_info=task.exception())
+
+
 async def _pooled_connection(pool):
     try:
         return await pool.get_connection()
@@ -356,7 +361,13 @@ class Lock(_LockRules):
         return self
 
     async def __aexit__(self, exc_type=None, exc_value=None, traceback=None):
-        await self.release()
+        # A task cancelled again while leaving the block (a TaskGroup, a wait_for) still releases.
+        release = asyncio.ensure_future(self.release())
+        try:
+            await asyncio.shield(release)
+        except asyncio.CancelledError:
+            _keep(release).add_done_callback(_log_late_release)
+            raise
 
     async def release(self):
         """Releases the lock, that was acquired with the same object.

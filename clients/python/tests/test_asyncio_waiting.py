@@ -164,3 +164,43 @@ def test_cancelled_twice(server, protocol):
             assert await owner(r, "n") == holder.id
 
     arun(body())
+
+
+def test_cancelled_again_while_leaving_the_block_still_releases(server):
+    """The release of `async with` survives a second cancellation that lands before the command
+    is even sent (here: the only pooled connection is busy with a BLPOP)."""
+    import redis.asyncio
+
+    async def body():
+        pool = redis.asyncio.BlockingConnectionPool(host="127.0.0.1", port=server.port, max_connections=1,
+                                                    timeout=None, socket_timeout=10)
+        async with redis.asyncio.Redis(connection_pool=pool) as r, async_client(server) as other:
+            lock = arl.Lock(r, "n", expire=60)
+            inside = asyncio.Event()
+
+            async def section():
+                async with lock:
+                    inside.set()
+                    await asyncio.Event().wait()
+
+            task = asyncio.create_task(section())
+            await inside.wait()
+            busy = asyncio.create_task(r.blpop("k", 0))  # takes the only connection
+            while not any(cl.get("cmd") == "blpop" for cl in await other.client_list()):
+                await asyncio.sleep(0.005)
+            task.cancel()  # leaves the block: release() waits for the connection
+            await asyncio.sleep(0.05)
+            task.cancel()  # ... and is cancelled again
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await owner(other, "n") == lock.id  # not released yet: no connection
+            await other.lpush("k", "go")
+            assert list(await asyncio.wait_for(busy, 10)) == [b"k", b"go"]
+            for _ in range(1000):
+                if not await other.exists("lock:n"):
+                    break
+                await asyncio.sleep(0.005)
+            assert await other.exists("lock:n") == 0  # released in the background
+        await pool.aclose()
+
+    arun(body())
