@@ -204,3 +204,25 @@ def test_cancelled_again_while_leaving_the_block_still_releases(server):
         await pool.aclose()
 
     arun(body())
+
+
+def test_waiter_connection_killed_is_not_resent(server, protocol):
+    """A lost waiting connection is an error for the caller, never a silently re-sent acquire."""
+    import redis
+
+    async def body():
+        async with async_client(server, protocol) as r:
+            holder = arl.Lock(r, "n")
+            assert await holder.acquire()
+            task = asyncio.create_task(arl.Lock(r, "n").acquire())
+            await wait_waiters(r, "n", 1)
+            blocked = [cl for cl in await r.client_list() if cl.get("cmd") == "lock.acquire"]
+            assert len(blocked) == 1
+            await r.client_kill_filter(_id=blocked[0]["id"])
+            with pytest.raises(redis.ConnectionError):
+                await asyncio.wait_for(task, 10)
+            assert (await lock_info(r, "n"))["waiters"] == 0
+            await holder.release()
+            assert await r.exists("lock:n") == 0  # nobody was granted the lock behind our back
+
+    arun(body())
