@@ -4,6 +4,8 @@ cancellation of waiting acquires (no waiter left queued, no lock left held), rac
 import asyncio
 
 import pytest
+import redis
+import redis.asyncio
 
 import redis_lock_native.asyncio as arl
 from async_helpers import arun, async_client, lock_info, owner, wait_waiters
@@ -19,6 +21,15 @@ def _ids(reply):
             entry = dict(zip(entry[::2], entry[1::2]))
         out.append({(k.decode() if isinstance(k, bytes) else k): v for k, v in entry.items()}["client-id"])
     return out
+
+
+async def _held_with_one_waiter(r, name="n"):
+    """A holder Lock and a task queued behind it (acquire() without timeout)."""
+    holder = arl.Lock(r, name)
+    assert await holder.acquire()
+    task = asyncio.create_task(arl.Lock(r, name).acquire())
+    await wait_waiters(r, name, 1)
+    return holder, task
 
 
 @pytest.mark.parametrize("burst", [False, True], ids=["queued-one-by-one", "all-at-once"])
@@ -146,10 +157,7 @@ def test_cancelled_twice(server, protocol):
 
     async def body():
         async with async_client(server, protocol) as r:
-            holder = arl.Lock(r, "n")
-            assert await holder.acquire()
-            task = asyncio.create_task(arl.Lock(r, "n").acquire())
-            await wait_waiters(r, "n", 1)
+            holder, task = await _held_with_one_waiter(r)
             task.cancel()
             await asyncio.sleep(0)
             task.cancel()
@@ -169,7 +177,6 @@ def test_cancelled_twice(server, protocol):
 def test_cancelled_again_while_leaving_the_block_still_releases(server):
     """The release of `async with` survives a second cancellation that lands before the command
     is even sent (here: the only pooled connection is busy with a BLPOP)."""
-    import redis.asyncio
 
     async def body():
         pool = redis.asyncio.BlockingConnectionPool(host="127.0.0.1", port=server.port, max_connections=1,
@@ -208,14 +215,10 @@ def test_cancelled_again_while_leaving_the_block_still_releases(server):
 
 def test_waiter_connection_killed_is_not_resent(server, protocol):
     """A lost waiting connection is an error for the caller, never a silently re-sent acquire."""
-    import redis
 
     async def body():
         async with async_client(server, protocol) as r:
-            holder = arl.Lock(r, "n")
-            assert await holder.acquire()
-            task = asyncio.create_task(arl.Lock(r, "n").acquire())
-            await wait_waiters(r, "n", 1)
+            holder, task = await _held_with_one_waiter(r)
             blocked = [cl for cl in await r.client_list() if cl.get("cmd") == "lock.acquire"]
             assert len(blocked) == 1
             await r.client_kill_filter(_id=blocked[0]["id"])
