@@ -126,15 +126,7 @@ class Lock(_LockRules):
             raise error
 
         reply = self._acquire(blocking, timeout)
-        if reply is None:
-            if not blocking:
-                logger_for_acquire.warning('Failed to acquire Lock(%r).', self._name)
-            return False
-
-        logger_for_acquire.info('Acquired Lock(%r).', self._name)
-        if self._lock_renewal_interval is not None:
-            self._start_lock_renewer()
-        return True
+        return self._acquired(reply, blocking, logger_for_acquire)
 
     def _acquire(self, blocking, timeout):
         """Run LOCK.ACQUIRE; the owner id when acquired, None when not.

@@ -180,6 +180,17 @@ class LockRules:
             first = False
             yield wait
 
+    def _acquired(self, reply, blocking, logger):
+        """acquire()'s result for LOCK.ACQUIRE's reply; starts the renewal once acquired."""
+        if reply is None:
+            if not blocking:
+                logger.warning('Failed to acquire Lock(%r).', self._name)
+            return False
+        logger.info('Acquired Lock(%r).', self._name)
+        if self._lock_renewal_interval is not None:
+            self._start_lock_renewer()
+        return True
+
     def _acquire_failure(self, exc):
         """The exception to raise for an error reply to LOCK.ACQUIRE, or None to re-raise it."""
         translated = translate(exc)

@@ -136,15 +136,7 @@ class Lock(_LockRules):
             raise error
 
         reply = await self._acquire(blocking, timeout)
-        if reply is None:
-            if not blocking:
-                logger_for_acquire.warning('Failed to acquire Lock(%r).', self._name)
-            return False
-
-        logger_for_acquire.info('Acquired Lock(%r).', self._name)
-        if self._lock_renewal_interval is not None:
-            self._start_lock_renewer()
-        return True
+        return self._acquired(reply, blocking, logger_for_acquire)
 
     async def _acquire(self, blocking, timeout):
         """The owner id when acquired, None when not. LOCK.ACQUIRE is never re-sent by redis-py's
