@@ -5,6 +5,7 @@
 //! [`memory::MemoryKeyspace`] with a hand-driven clock (the redis-cell pattern). The FFI glue in
 //! `crate::server` implements both traits on top of the real server.
 
+pub mod fence;
 pub mod keyspace;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod memory;
@@ -13,6 +14,6 @@ pub mod rules;
 pub mod stats;
 
 pub use keyspace::{Clock, Keyspace, KeyspaceError};
-pub use queue::{LockKey, WaitQueues, Waiter, WaiterId};
+pub use queue::{LockKey, WaitQueues, Waiter, WaiterId, Wanted};
 pub use rules::{AcquireOutcome, Delivery, LockInfo, LockTable, Wakeup};
 pub use stats::{FreedBy, LockEvent, Stats, Summary};

@@ -10,6 +10,24 @@ pub type LockKey = (i32, Vec<u8>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WaiterId(pub u64);
 
+/// What an acquirer asks for: the lock under this id, with this expiry, fenced or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub owner: Vec<u8>,
+    pub ttl_ms: Option<u64>,
+    pub fence: bool,
+}
+
+impl Wanted {
+    pub fn new(owner: &[u8], ttl_ms: Option<u64>, fence: bool) -> Self {
+        Wanted {
+            owner: owner.to_vec(),
+            ttl_ms,
+            fence,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Waiter<C> {
     pub id: WaiterId,
@@ -17,6 +35,8 @@ pub struct Waiter<C> {
     pub owner: Vec<u8>,
     /// The waiter's own expiry, applied when it is granted.
     pub ttl_ms: Option<u64>,
+    /// It asked for FENCE: its grant issues a fencing token, which its reply carries.
+    pub fence: bool,
     /// When it started waiting (for wait-time statistics).
     pub since_ms: u64,
     /// Whatever the glue needs to answer the client (its blocked-client handle).
@@ -43,20 +63,14 @@ impl<C> Default for WaitQueues<C> {
 
 impl<C> WaitQueues<C> {
     /// Appends a waiter at the tail of its lock's queue and returns its id.
-    pub fn push(
-        &mut self,
-        lock: LockKey,
-        owner: Vec<u8>,
-        ttl_ms: Option<u64>,
-        since_ms: u64,
-        client: C,
-    ) -> WaiterId {
+    pub fn push(&mut self, lock: LockKey, wanted: Wanted, since_ms: u64, client: C) -> WaiterId {
         let id = WaiterId(self.next_id);
         self.next_id += 1;
         let waiter = Waiter {
             id,
-            owner,
-            ttl_ms,
+            owner: wanted.owner,
+            ttl_ms: wanted.ttl_ms,
+            fence: wanted.fence,
             since_ms,
             client,
         };
@@ -144,16 +158,16 @@ mod tests {
     #[test]
     fn fifo_per_lock() {
         let mut q = WaitQueues::default();
-        let a = q.push(key("x"), b"a".to_vec(), None, 0, "a");
-        let _ = q.push(key("y"), b"y".to_vec(), None, 0, "y");
-        let b = q.push(key("x"), b"b".to_vec(), Some(5), 0, "b");
+        let a = q.push(key("x"), Wanted::new(b"a", None, false), 0, "a");
+        let _ = q.push(key("y"), Wanted::new(b"y", None, false), 0, "y");
+        let b = q.push(key("x"), Wanted::new(b"b", Some(5), true), 0, "b");
         assert_eq!(
             (q.len_of(&key("x")), q.total(), q.locks_waited_on()),
             (2, 3, 2)
         );
         assert_eq!(q.pop_head(&key("x")).map(|w| w.id), Some(a));
         let w = q.pop_head(&key("x")).unwrap();
-        assert_eq!((w.id, w.ttl_ms, w.client), (b, Some(5), "b"));
+        assert_eq!((w.id, w.ttl_ms, w.fence, w.client), (b, Some(5), true, "b"));
         assert!(q.pop_head(&key("x")).is_none());
         assert!(!q.has_waiters(&key("x")));
         assert_eq!(q.total(), 1);
@@ -163,7 +177,7 @@ mod tests {
     fn remove_from_the_middle_keeps_order() {
         let mut q = WaitQueues::default();
         let ids: Vec<_> = (0..5)
-            .map(|i| q.push(key("x"), vec![i], None, 0, i))
+            .map(|i| q.push(key("x"), Wanted::new(&[i], None, false), 0, i))
             .collect();
         let (lock, w) = q.remove(ids[2]).unwrap();
         assert_eq!((lock, w.client), (key("x"), 2));
@@ -177,9 +191,9 @@ mod tests {
     #[test]
     fn drains_and_lists_locks() {
         let mut q = WaitQueues::default();
-        q.push((0, b"a".to_vec()), vec![], None, 0, 1);
-        q.push((0, b"a".to_vec()), vec![], None, 0, 2);
-        let other = q.push((1, b"a".to_vec()), vec![], None, 0, 3);
+        q.push((0, b"a".to_vec()), Wanted::new(b"", None, false), 0, 1);
+        q.push((0, b"a".to_vec()), Wanted::new(b"", None, false), 0, 2);
+        let other = q.push((1, b"a".to_vec()), Wanted::new(b"", None, false), 0, 3);
         let mut locks = q.all_locks();
         locks.sort();
         assert_eq!(locks, [(0, b"a".to_vec()), (1, b"a".to_vec())]);
@@ -191,7 +205,7 @@ mod tests {
             .collect();
         assert_eq!(drained, vec![1, 2]);
         assert_eq!(q.total(), 0);
-        q.push(key("z"), vec![], None, 0, 9);
+        q.push(key("z"), Wanted::new(b"", None, false), 0, 9);
         assert_eq!(q.drain_all().len(), 1);
         assert_eq!((q.total(), q.locks_waited_on()), (0, 0));
     }

@@ -7,16 +7,17 @@
 
 use std::collections::HashMap;
 
-use super::keyspace::{Clock, KeyResult, Keyspace, KeyspaceError};
-use super::queue::{LockKey, WaitQueues, WaiterId};
+use super::fence;
+use super::keyspace::{Clock, KeyResult, Keyspace};
+use super::queue::{LockKey, WaitQueues, Waiter, WaiterId, Wanted};
 use super::stats::{FreedBy, LockEvent, Stats};
 use crate::error::LockError;
 
 /// What a blocked client is told when it is unblocked by the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// It owns the lock now, with this id.
-    Granted(Vec<u8>),
+    /// It owns the lock now, with this id, and this fencing token if it asked for FENCE.
+    Granted { owner: Vec<u8>, fence: Option<i64> },
     /// Its wait ended without the lock (timeout, `CLIENT UNBLOCK`): a null reply.
     NotGranted,
     /// Its wait ended in an error reply (the node stopped serving the lock, …).
@@ -32,8 +33,8 @@ pub struct Wakeup<C> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcquireOutcome {
-    /// The lock is the caller's, with this id.
-    Acquired(Vec<u8>),
+    /// The lock is the caller's, with this id, and this fencing token if it asked for FENCE.
+    Acquired { owner: Vec<u8>, fence: Option<i64> },
     /// Busy and the caller may not wait: a null reply.
     Busy,
     /// Busy and the caller wants to wait: block it and call [`LockTable::enqueue`].
@@ -45,6 +46,8 @@ pub struct LockInfo {
     pub owner: Option<Vec<u8>>,
     pub ttl_ms: i64,
     pub waiters: usize,
+    /// The last fencing token issued for the lock (`None`: never, or the fence key is unusable).
+    pub fence: Option<i64>,
 }
 
 pub struct LockTable<C, K> {
@@ -69,19 +72,23 @@ impl<C, K: Clock> LockTable<C, K> {
         }
     }
 
-    /// LOCK.ACQUIRE's single atomic step. `owner` is the id to take the lock with;
-    /// `explicit_id` says the caller chose it (only then can it already own the lock).
+    /// LOCK.ACQUIRE's single atomic step: the lock under `wanted.owner`, if it is free.
     pub fn acquire(
         &mut self,
         ks: &mut impl Keyspace,
         lock: &LockKey,
-        owner: &[u8],
-        ttl_ms: Option<u64>,
+        wanted: &Wanted,
         may_wait: bool,
     ) -> Result<AcquireOutcome, LockError> {
         let name = &lock.1;
+        let owner = wanted.owner.as_slice();
         let mut current = ks.owner(name)?;
         ks.check_signal_type(name)?;
+        if wanted.fence {
+            // A fence key that cannot give a token refuses the acquire now, before any write
+            // and before waiting for a grant that could not be made.
+            fence::next_token(ks, name, self.clock.now_us())?;
+        }
         if current.is_none() && self.waiters.has_waiters(lock) {
             // Freed by another command whose hand-off has not run yet (Redis 7.0's 0 ms timer):
             // the queue goes first, newcomers never barge past it.
@@ -93,25 +100,22 @@ impl<C, K: Clock> LockTable<C, K> {
             Some(_) if may_wait => Ok(AcquireOutcome::MustWait),
             Some(_) => Ok(AcquireOutcome::Busy),
             None => {
-                ks.set_owner(name, owner, ttl_ms)?;
+                let fence = fence::write_grant(ks, name, wanted, self.clock.now_us())?;
                 self.stats.grants_immediate += 1;
                 self.held_since.insert(lock.clone(), self.clock.now_ms());
                 self.events.push((LockEvent::Acquired, lock.clone()));
-                Ok(AcquireOutcome::Acquired(owner.to_vec()))
+                Ok(AcquireOutcome::Acquired {
+                    owner: owner.to_vec(),
+                    fence,
+                })
             }
         }
     }
 
     /// Queues a blocked acquirer at the tail of the lock's line.
-    pub fn enqueue(
-        &mut self,
-        lock: LockKey,
-        owner: Vec<u8>,
-        ttl_ms: Option<u64>,
-        client: C,
-    ) -> WaiterId {
+    pub fn enqueue(&mut self, lock: LockKey, wanted: Wanted, client: C) -> WaiterId {
         let now = self.clock.now_ms();
-        self.waiters.push(lock, owner, ttl_ms, now, client)
+        self.waiters.push(lock, wanted, now, client)
     }
 
     /// LOCK.RELEASE: the id must own the lock; it then passes to the next waiter, or is deleted
@@ -189,6 +193,7 @@ impl<C, K: Clock> LockTable<C, K> {
             owner,
             ttl_ms,
             waiters: self.waiters.len_of(lock),
+            fence: fence::last_token(ks, &lock.1),
         })
     }
 
@@ -342,15 +347,45 @@ impl<C, K: Clock> LockTable<C, K> {
         }
     }
 
-    /// Writes the lock for the head waiter and records its grant. If the server refuses the
-    /// write (typically: this node no longer serves the slot), no waiter of this lock can be
-    /// served here, so all of them get the error and can retry elsewhere.
+    /// Writes the lock for the head waiter and records its grant. A FENCE waiter whose token
+    /// cannot be issued (an unusable fence key) gets that error and the next waiter is tried.
+    /// If the server refuses the write (typically: this node no longer serves the slot), no
+    /// waiter of this lock can be served here, so all of them get the error and can retry
+    /// elsewhere.
     fn grant_next(&mut self, ks: &mut impl Keyspace, lock: &LockKey, cause: FreedBy) -> bool {
-        let Some(waiter) = self.waiters.pop_head(lock) else {
-            return false;
+        loop {
+            let Some(waiter) = self.waiters.pop_head(lock) else {
+                return false;
+            };
+            if waiter.fence {
+                if let Err(e) = fence::next_token(ks, &lock.1, self.clock.now_us()) {
+                    self.stats.errors += 1;
+                    self.wakeups.push(Wakeup {
+                        client: waiter.client,
+                        lock: lock.clone(),
+                        delivery: Delivery::Failed(e.reply_text()),
+                    });
+                    continue;
+                }
+            }
+            return self.grant_to(ks, lock, waiter, cause);
+        }
+    }
+
+    fn grant_to(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        waiter: Waiter<C>,
+        cause: FreedBy,
+    ) -> bool {
+        let wanted = Wanted {
+            owner: waiter.owner,
+            ttl_ms: waiter.ttl_ms,
+            fence: waiter.fence,
         };
-        match ks.set_owner(&lock.1, &waiter.owner, waiter.ttl_ms) {
-            Ok(()) => {
+        match fence::write_grant(ks, &lock.1, &wanted, self.clock.now_us()) {
+            Ok(fence) => {
                 let now = self.clock.now_ms();
                 self.stats.grants_after_wait += 1;
                 self.stats.count_handoff(cause);
@@ -360,14 +395,18 @@ impl<C, K: Clock> LockTable<C, K> {
                 self.wakeups.push(Wakeup {
                     client: waiter.client,
                     lock: lock.clone(),
-                    delivery: Delivery::Granted(waiter.owner),
+                    delivery: Delivery::Granted {
+                        owner: wanted.owner,
+                        fence,
+                    },
                 });
                 true
             }
             Err(e) => {
                 let error = match e {
-                    KeyspaceError::Refused(msg) => msg,
-                    KeyspaceError::WrongType => "WRONGTYPE lock key changed type".to_string(),
+                    LockError::Server(msg) => msg,
+                    LockError::WrongType => "WRONGTYPE lock key changed type".to_string(),
+                    other => other.reply_text(),
                 };
                 let error = hand_off_error(&error);
                 self.stats.errors += 1;

@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use redis_module::{raw, Context, RedisError, RedisValue};
 
+use super::commands::grant_reply;
 use super::events;
 use super::state::with_table;
-use crate::engine::{Delivery, LockKey, WaiterId, Wakeup};
+use crate::engine::{Delivery, LockKey, WaiterId, Wakeup, Wanted};
 use crate::error::LockError;
 
 /// What the lock table keeps for each waiter to be able to answer it.
@@ -57,13 +58,12 @@ fn forget(handle: *mut raw::RedisModuleBlockedClient) -> Option<WaiterId> {
     WAITER_OF.with(|m| m.borrow_mut().remove(&(handle as usize)))
 }
 
-/// Blocks the calling client as a waiter of `lock`, then queues it. `timeout_ms` of `None`
-/// waits forever.
+/// Blocks the calling client as a waiter of `lock` for what it `wanted`, then queues it.
+/// `timeout_ms` of `None` waits forever.
 pub fn block(
     ctx: &Context,
     lock: LockKey,
-    owner: Vec<u8>,
-    ttl_ms: Option<u64>,
+    wanted: Wanted,
     timeout_ms: Option<u64>,
 ) -> Result<(), LockError> {
     // SAFETY: ctx is the live context of the LOCK.ACQUIRE call; the callbacks are `extern "C"`
@@ -93,7 +93,7 @@ pub fn block(
         handle,
         timer: None,
     };
-    let id = match with_table(|t| t.enqueue(lock, owner, ttl_ms, client)) {
+    let id = match with_table(|t| t.enqueue(lock, wanted, client)) {
         Ok(id) => id,
         Err(e) => {
             // SAFETY: the handle is ours alone (never queued): abort it without callbacks.
@@ -195,7 +195,7 @@ extern "C" fn reply_answer(
         Some(answer) => {
             answer.delivered = true;
             match &answer.delivery {
-                Delivery::Granted(owner) => Ok(RedisValue::StringBuffer(owner.clone())),
+                Delivery::Granted { owner, fence } => Ok(grant_reply(owner.clone(), *fence)),
                 Delivery::NotGranted => Ok(RedisValue::Null),
                 Delivery::Failed(error) => Err(RedisError::String(error.clone())),
             }
@@ -213,7 +213,7 @@ extern "C" fn free_answer(ctx: *mut raw::RedisModuleCtx, answer: *mut c_void) {
     }
     // SAFETY: `answer` is the Box made by `deliver`; the server calls this exactly once.
     let answer = unsafe { Box::from_raw(answer.cast::<Answer>()) };
-    if let (Delivery::Granted(owner), false) = (&answer.delivery, answer.delivered) {
+    if let (Delivery::Granted { owner, .. }, false) = (&answer.delivery, answer.delivered) {
         let context = Context::new(ctx);
         events::schedule_take_back(&context, answer.lock.clone(), owner.clone());
     }

@@ -16,7 +16,7 @@ use super::effects::apply;
 use super::keyspace::{lock_key_exists, RedisKeyspace};
 use super::state::{selected_db, Table};
 use crate::config::signal_expire_ms;
-use crate::engine::{AcquireOutcome, LockKey};
+use crate::engine::{AcquireOutcome, LockKey, Wanted};
 use crate::error::LockError;
 use crate::keys::{has_hash_tag, lock_key, name_of_lock_key, new_owner_id};
 use crate::request::{self, Wait};
@@ -92,22 +92,39 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let req = request::parse_acquire(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
     let owner = req.id.unwrap_or_else(new_owner_id);
+    let wanted = Wanted {
+        owner,
+        ttl_ms: req.ttl_ms,
+        fence: req.fence,
+    };
     let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
     let outcome = run(ctx, &lock, |t, ks| {
-        t.acquire(ks, &lock, &owner, req.ttl_ms, wants_to_wait)
+        t.acquire(ks, &lock, &wanted, wants_to_wait)
     })?;
     match outcome {
-        AcquireOutcome::Acquired(id) => Ok(RedisValue::StringBuffer(id)),
+        AcquireOutcome::Acquired { owner, fence } => Ok(grant_reply(owner, fence)),
         AcquireOutcome::Busy => Ok(RedisValue::Null),
         AcquireOutcome::MustWait => {
             let timeout = match req.wait {
                 Wait::Millis(ms) => Some(ms),
                 Wait::Forever | Wait::NoWait => None,
             };
-            block(ctx, lock.clone(), owner, req.ttl_ms, timeout)?;
+            block(ctx, lock.clone(), wanted, timeout)?;
             deadlines::watch(ctx, &lock);
             Ok(RedisValue::NoReply)
         }
+    }
+}
+
+/// LOCK.ACQUIRE's reply to a grant, immediate or after waiting: the owner id, or with FENCE
+/// `[id, token]`.
+pub fn grant_reply(owner: Vec<u8>, fence: Option<i64>) -> RedisValue {
+    match fence {
+        None => RedisValue::StringBuffer(owner),
+        Some(token) => RedisValue::Array(vec![
+            RedisValue::StringBuffer(owner),
+            RedisValue::Integer(token),
+        ]),
     }
 }
 
@@ -234,6 +251,10 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     map.insert(
         RedisValueKey::String("waiters".into()),
         RedisValue::Integer(info.waiters as i64),
+    );
+    map.insert(
+        RedisValueKey::String("fence".into()),
+        info.fence.map_or(RedisValue::Null, RedisValue::Integer),
     );
     Ok(RedisValue::OrderedMap(map))
 }

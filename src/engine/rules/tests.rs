@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::engine::memory::{ManualClock, MemoryKeyspace, Value};
+use crate::engine::queue::Wanted;
 use crate::engine::stats::{FreedBy, LockEvent, Summary};
 
 const SIG: u64 = 1000;
@@ -13,6 +14,11 @@ struct Scenario {
     ks: MemoryKeyspace,
     clock: ManualClock,
     ids: std::collections::HashMap<&'static str, WaiterId>,
+}
+
+/// What a client without FENCE asks for: the lock under its own name as id.
+fn plain(client: &str, ttl_ms: Option<u64>) -> Wanted {
+    Wanted::new(client.as_bytes(), ttl_ms, false)
 }
 
 fn lock(name: &str) -> LockKey {
@@ -34,12 +40,10 @@ impl Scenario {
     fn acquire(&mut self, client: &'static str, name: &str, ttl: Option<u64>) -> AcquireOutcome {
         let out = self
             .table
-            .acquire(&mut self.ks, &lock(name), client.as_bytes(), ttl, true)
+            .acquire(&mut self.ks, &lock(name), &plain(client, ttl), true)
             .expect("acquire");
         if out == AcquireOutcome::MustWait {
-            let id = self
-                .table
-                .enqueue(lock(name), client.as_bytes().to_vec(), ttl, client);
+            let id = self.table.enqueue(lock(name), plain(client, ttl), client);
             self.ids.insert(client, id);
         }
         out
@@ -67,7 +71,13 @@ impl Scenario {
     }
 
     fn granted(client: &'static str) -> (&'static str, Delivery) {
-        (client, Delivery::Granted(client.as_bytes().to_vec()))
+        (
+            client,
+            Delivery::Granted {
+                owner: client.as_bytes().to_vec(),
+                fence: None,
+            },
+        )
     }
 }
 
@@ -76,7 +86,10 @@ fn free_lock_is_acquired_with_its_expiry() {
     let mut s = Scenario::new();
     assert_eq!(
         s.acquire("a", "x", Some(500)),
-        AcquireOutcome::Acquired(b"a".to_vec())
+        AcquireOutcome::Acquired {
+            owner: b"a".to_vec(),
+            fence: None
+        }
     );
     assert_eq!(s.ks.log, ["SET lock:x a PX 500"]);
     assert_eq!(s.ks.pttl(b"lock:x"), 500);
@@ -175,7 +188,7 @@ fn nowait_and_non_blocking_contexts_get_busy() {
     s.acquire("a", "x", None);
     let out = s
         .table
-        .acquire(&mut s.ks, &lock("x"), b"b", None, false)
+        .acquire(&mut s.ks, &lock("x"), &plain("b", None), false)
         .unwrap();
     assert_eq!(out, AcquireOutcome::Busy);
     assert_eq!(s.table.waiters().total(), 0);
@@ -199,7 +212,7 @@ fn errors_change_nothing() {
             "acquire with the owner's id",
             |s| {
                 s.table
-                    .acquire(&mut s.ks, &lock("x"), b"a", None, true)
+                    .acquire(&mut s.ks, &lock("x"), &plain("a", None), true)
                     .map(|_| ())
             },
             LockError::AlreadyAcquired,
@@ -218,7 +231,7 @@ fn errors_change_nothing() {
             "acquire on a lock key of another type",
             |s| {
                 s.table
-                    .acquire(&mut s.ks, &lock("hash"), b"a", None, true)
+                    .acquire(&mut s.ks, &lock("hash"), &plain("a", None), true)
                     .map(|_| ())
             },
             LockError::WrongType,
@@ -410,7 +423,8 @@ fn info_reports_owner_ttl_and_waiters() {
         LockInfo {
             owner: None,
             ttl_ms: -2,
-            waiters: 0
+            waiters: 0,
+            fence: None,
         }
     );
     s.acquire("a", "x", Some(300));
@@ -421,7 +435,8 @@ fn info_reports_owner_ttl_and_waiters() {
         LockInfo {
             owner: Some(b"a".to_vec()),
             ttl_ms: 300,
-            waiters: 1
+            waiters: 1,
+            fence: None,
         }
     );
 }
