@@ -109,7 +109,12 @@ class Lock:
     _lock_renewal_interval: float
     _lock_renewal_thread: Union[threading.Thread, None]
 
-    def __init__(self, redis_client, name, expire=None, id=None, auto_renewal=False, strict=True, signal_expire=1000, blocking=True):
+    #: The fencing token of the last successful acquire (an int) when the Lock was made with
+    #: ``fence=True``; None otherwise, and before the first acquire.
+    token: Union[int, None] = None
+
+    def __init__(self, redis_client, name, expire=None, id=None, auto_renewal=False, strict=True, signal_expire=1000, blocking=True,
+                 fence=False):
         """
         :param redis_client:
             An instance of :class:`~StrictRedis`.
@@ -140,6 +145,11 @@ class Lock:
         :param blocking:
             Boolean value specifying whether lock should be blocking or not.
             Used in `__enter__` method.
+        :param fence:
+            (not in python-redis-lock) Acquire with ``LOCK.ACQUIRE … FENCE``: after each
+            successful acquire, ``self.token`` is the grant's fencing token, an int larger than
+            every token this lock had before, for the protected resource to check. Every
+            acquirer of a fenced lock must use it.
         """
         if strict and not isinstance(redis_client, StrictRedis):
             raise ValueError("redis_client must be instance of StrictRedis. Use strict=False if you know what you're doing.")
@@ -176,6 +186,8 @@ class Lock:
         self._lock_renewal_thread = None
 
         self.blocking = blocking
+        self._fence = bool(fence)
+        self.token = None
 
         self.register_scripts(redis_client)
 
@@ -230,6 +242,8 @@ class Lock:
             raise error
 
         reply = self._acquire(blocking, timeout or None)
+        if self._fence and reply is not None:
+            reply = self._take_token(reply)
         if reply is None:
             if not blocking:
                 logger_for_acquire.warning('Failed to acquire Lock(%r).', self._name)
@@ -298,6 +312,25 @@ class Lock:
             if guard is not None:
                 guard.release()
 
+    def _take_token(self, reply):
+        """Keep the token of a FENCE reply ``[id, token]`` and return the id. A reply that was
+        lost (``_acquire`` read the owner back instead) is the id alone: the fence key then
+        holds this grant's token, since only FENCE grants write it."""
+        if isinstance(reply, (list, tuple)) and len(reply) == 2:
+            owner, self.token = reply
+            return owner
+        self.token = self._last_token()
+        return reply
+
+    def _last_token(self):
+        info = self._client.execute_command('LOCK.INFO', self._lock_name)
+        if isinstance(info, (list, tuple)):
+            info = dict(zip(info[::2], info[1::2]))
+        for key, value in info.items():
+            if key in (b'fence', 'fence'):
+                return value
+        return None
+
     def _owner_after_lost_reply(self):
         try:
             return self.get_owner_id()
@@ -308,6 +341,8 @@ class Lock:
         args = ['LOCK.ACQUIRE', self._lock_name, 'ID', self._id]
         if self._expire is not None:
             args += ['EX', self._expire]
+        if self._fence:
+            args.append('FENCE')
         return args
 
     def _acquire_on(self, conn, blocking, timeout):
