@@ -70,25 +70,35 @@ pub fn next_token(ks: &mut impl Keyspace, name: &[u8], now_us: u64) -> Result<i6
     token_after(last, now_us).ok_or_else(|| refusal(name, Unusable::AtMaximum))
 }
 
-/// Writes a grant of the lock to `wanted`: for FENCE the next token to the fence key first,
-/// then the lock, in the same atomic step (one command or callback, so one MULTI/EXEC on
-/// replicas and in the AOF). The token goes first: if the lock write is then refused, a token
-/// is merely skipped. Returns the token issued, if any.
+/// The token a grant issues: `None` without FENCE (the fence key is not even read).
+pub fn token_for(
+    ks: &mut impl Keyspace,
+    name: &[u8],
+    fence: bool,
+    now_us: u64,
+) -> Result<Option<i64>, LockError> {
+    if fence {
+        next_token(ks, name, now_us).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Writes a grant of the lock to `wanted` with the `token` [`token_for`] gave: the token to
+/// the fence key first, then the lock, in the same atomic step (one command or callback, so
+/// one MULTI/EXEC on replicas and in the AOF). If the lock write is then refused, a token is
+/// merely skipped.
 pub fn write_grant(
     ks: &mut impl Keyspace,
     name: &[u8],
     wanted: &Wanted,
-    now_us: u64,
-) -> Result<Option<i64>, LockError> {
-    let token = if wanted.fence {
-        let token = next_token(ks, name, now_us)?;
+    token: Option<i64>,
+) -> Result<(), LockError> {
+    if let Some(token) = token {
         ks.set_fence(name, token)?;
-        Some(token)
-    } else {
-        None
-    };
+    }
     ks.set_owner(name, &wanted.owner, wanted.ttl_ms)?;
-    Ok(token)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -84,29 +84,28 @@ impl<C, K: Clock> LockTable<C, K> {
         let owner = wanted.owner.as_slice();
         let mut current = ks.owner(name)?;
         ks.check_signal_type(name)?;
-        if wanted.fence {
-            // A fence key that cannot give a token refuses the acquire now, before any write
-            // and before waiting for a grant that could not be made.
-            fence::next_token(ks, name, self.clock.now_us())?;
-        }
+        // A fence key that cannot give a token refuses the acquire now, before any write and
+        // before waiting for a grant that could not be made.
+        let mut token = fence::token_for(ks, name, wanted.fence, self.clock.now_us())?;
         if current.is_none() && self.waiters.has_waiters(lock) {
             // Freed by another command whose hand-off has not run yet (Redis 7.0's 0 ms timer):
             // the queue goes first, newcomers never barge past it.
             self.grant_next(ks, lock, FreedBy::Deletion);
             current = ks.owner(name)?;
+            token = fence::token_for(ks, name, wanted.fence, self.clock.now_us())?;
         }
         match current {
             Some(held) if held == owner => Err(LockError::AlreadyAcquired),
             Some(_) if may_wait => Ok(AcquireOutcome::MustWait),
             Some(_) => Ok(AcquireOutcome::Busy),
             None => {
-                let fence = fence::write_grant(ks, name, wanted, self.clock.now_us())?;
+                fence::write_grant(ks, name, wanted, token)?;
                 self.stats.grants_immediate += 1;
                 self.held_since.insert(lock.clone(), self.clock.now_ms());
                 self.events.push((LockEvent::Acquired, lock.clone()));
                 Ok(AcquireOutcome::Acquired {
                     owner: owner.to_vec(),
-                    fence,
+                    fence: token,
                 })
             }
         }
@@ -357,26 +356,27 @@ impl<C, K: Clock> LockTable<C, K> {
             let Some(waiter) = self.waiters.pop_head(lock) else {
                 return false;
             };
-            if waiter.fence {
-                if let Err(e) = fence::next_token(ks, &lock.1, self.clock.now_us()) {
+            match fence::token_for(ks, &lock.1, waiter.fence, self.clock.now_us()) {
+                Ok(token) => return self.grant_to(ks, lock, waiter, token, cause),
+                Err(e) => {
                     self.stats.errors += 1;
                     self.wakeups.push(Wakeup {
                         client: waiter.client,
                         lock: lock.clone(),
                         delivery: Delivery::Failed(e.reply_text()),
                     });
-                    continue;
                 }
             }
-            return self.grant_to(ks, lock, waiter, cause);
         }
     }
 
+    /// Writes the grant to `waiter` with the token it gets (if FENCE) and records it.
     fn grant_to(
         &mut self,
         ks: &mut impl Keyspace,
         lock: &LockKey,
         waiter: Waiter<C>,
+        fence: Option<i64>,
         cause: FreedBy,
     ) -> bool {
         let wanted = Wanted {
@@ -384,8 +384,8 @@ impl<C, K: Clock> LockTable<C, K> {
             ttl_ms: waiter.ttl_ms,
             fence: waiter.fence,
         };
-        match fence::write_grant(ks, &lock.1, &wanted, self.clock.now_us()) {
-            Ok(fence) => {
+        match fence::write_grant(ks, &lock.1, &wanted, fence) {
+            Ok(()) => {
                 let now = self.clock.now_ms();
                 self.stats.grants_after_wait += 1;
                 self.stats.count_handoff(cause);
