@@ -66,6 +66,7 @@ redis_module! {
         ["lock.reset", commands::reset, "write fast", 1, 1, 1, ""],
         ["lock.resetall", commands::reset_all, "write", 0, 0, 0, ""],
         ["lock.info", commands::info, "readonly fast", 1, 1, 1, ""],
+        ["lock.waiters", commands::waiters, "readonly", 1, 1, 1, ""],
     ],
     event_handlers: [
         [@GENERIC @STRING @EXPIRED @EVICTED: on_keyspace_event],

@@ -169,6 +169,28 @@ pub fn parse_name_only(args: Args) -> Result<Vec<u8>, LockError> {
     }
 }
 
+/// LOCK.WAITERS <name> [COUNT n]: the name and how many waiters to list (`None`: all).
+pub fn parse_waiters(args: Args) -> Result<(Vec<u8>, Option<usize>), LockError> {
+    match args {
+        [name] => Ok((name.to_vec(), None)),
+        [name, option, value] if option.eq_ignore_ascii_case(b"COUNT") => {
+            match parse_integer(value)? {
+                n if n >= 1 => Ok((
+                    name.to_vec(),
+                    Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                )),
+                _ => Err(LockError::invalid("COUNT must be positive")),
+            }
+        }
+        [_, _, _] => Err(unknown_option()),
+        [_, option] if option.eq_ignore_ascii_case(b"COUNT") => {
+            Err(LockError::invalid("syntax error, COUNT needs a value"))
+        }
+        [] => Err(LockError::WrongArity),
+        _ => Err(LockError::invalid("syntax error")),
+    }
+}
+
 pub fn parse_no_args(args: Args) -> Result<(), LockError> {
     if args.is_empty() {
         Ok(())
@@ -498,6 +520,36 @@ mod tests {
         );
         assert_eq!(with(&[], parse_no_args), Ok(()));
         assert_eq!(with(&["x"], parse_no_args), Err(LockError::WrongArity));
+    }
+
+    #[test]
+    fn waiters() {
+        let ok: &[(&[&str], Option<usize>)] = &[
+            (&["n"], None),
+            (&["n", "COUNT", "1"], Some(1)),
+            (&["n", "count", "25"], Some(25)),
+        ];
+        for (argv, want) in ok {
+            assert_eq!(
+                with(argv, parse_waiters),
+                Ok((b"n".to_vec(), *want)),
+                "{argv:?}"
+            );
+        }
+        let bad: &[&[&str]] = &[
+            &["n", "COUNT"],
+            &["n", "COUNT", "0"],
+            &["n", "COUNT", "-1"],
+            &["n", "COUNT", "x"],
+            &["n", "COUNT", "1.5"],
+            &["n", "LIMIT", "1"],
+            &["n", "COUNT", "1", "COUNT", "1"],
+            &["n", "x"],
+        ];
+        for argv in bad {
+            assert_eq!(code(with(argv, parse_waiters)), "ERR", "{argv:?}");
+        }
+        assert_eq!(with(&[], parse_waiters), Err(LockError::WrongArity));
     }
 
     #[test]

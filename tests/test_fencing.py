@@ -343,3 +343,19 @@ def test_lossy_failover_still_issues_larger_tokens(make_server):
     _, token = fenced(rc, "x")
     assert token > max(lost), (token, lost)
     p.proc = None  # already dead: nothing for the fixture to stop
+
+
+def test_waiters_show_who_asked_for_fence(server, protocol):
+    c = server.client(protocol=protocol)
+    holder, _ = fenced(c, "n")
+    f = acquire_bg(server, "n", "ID", "f", "FENCE", protocol=protocol, label="fenced")
+    wait_waiters(c, "n", 1)
+    p = acquire_bg(server, "n", "ID", "p", protocol=protocol, label="plain")
+    wait_waiters(c, "n", 2)
+    listed = c.execute_command("LOCK.WAITERS", "n")
+    as_dicts = [w if isinstance(w, dict) else dict(zip(w[::2], w[1::2])) for w in listed]
+    assert [w[b"fence"] for w in as_dicts] == [1, 0]
+    c.execute_command("LOCK.RELEASE", "n", holder)
+    assert f.result()[0] == b"f"
+    c.execute_command("LOCK.RELEASE", "n", "f")
+    assert p.result() == b"p"

@@ -12,7 +12,6 @@
 //! `ERR` naming the key; nothing is written. Plain acquires never read it.
 
 use super::keyspace::{Keyspace, KeyspaceError};
-use super::queue::Wanted;
 use crate::error::LockError;
 use crate::keys::{fence_key, printable_key};
 use crate::request::parse_integer;
@@ -84,20 +83,21 @@ pub fn token_for(
     }
 }
 
-/// Writes a grant of the lock to `wanted` with the `token` [`token_for`] gave: the token to
-/// the fence key first, then the lock, in the same atomic step (one command or callback, so
-/// one MULTI/EXEC on replicas and in the AOF). If the lock write is then refused, a token is
-/// merely skipped.
+/// Writes a grant of the lock to `owner` (with its expiry) and the `token` [`token_for`]
+/// gave: the token to the fence key first, then the lock, in the same atomic step (one command
+/// or callback, so one MULTI/EXEC on replicas and in the AOF). If the lock write is then
+/// refused, a token is merely skipped.
 pub fn write_grant(
     ks: &mut impl Keyspace,
     name: &[u8],
-    wanted: &Wanted,
+    owner: &[u8],
+    ttl_ms: Option<u64>,
     token: Option<i64>,
 ) -> Result<(), LockError> {
     if let Some(token) = token {
         ks.set_fence(name, token)?;
     }
-    ks.set_owner(name, &wanted.owner, wanted.ttl_ms)?;
+    ks.set_owner(name, owner, ttl_ms)?;
     Ok(())
 }
 

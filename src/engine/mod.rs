@@ -6,6 +6,7 @@
 //! `crate::server` implements both traits on top of the real server.
 
 pub mod fence;
+pub mod holders;
 pub mod keyspace;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod memory;
@@ -14,6 +15,6 @@ pub mod rules;
 pub mod stats;
 
 pub use keyspace::{Clock, Keyspace, KeyspaceError};
-pub use queue::{LockKey, WaitQueues, Waiter, WaiterId, Wanted};
-pub use rules::{AcquireOutcome, Delivery, LockInfo, LockTable, Wakeup};
+pub use queue::{LockKey, WaitQueues, WaitRequest, Waiter, WaiterId};
+pub use rules::{AcquireOutcome, Delivery, LockInfo, LockTable, WaiterInfo, Wakeup};
 pub use stats::{FreedBy, LockEvent, Stats, Summary};

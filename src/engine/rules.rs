@@ -5,11 +5,10 @@
 //! drains them with [`LockTable::take_wakeups`] and unblocks those clients. Everything one
 //! operation does happens inside one command or timer callback, so it is atomic on the server.
 
-use std::collections::HashMap;
-
 use super::fence;
+use super::holders::Holders;
 use super::keyspace::{Clock, KeyResult, Keyspace};
-use super::queue::{LockKey, WaitQueues, Waiter, WaiterId, Wanted};
+use super::queue::{LockKey, WaitQueues, WaitRequest, Waiter, WaiterId};
 use super::stats::{FreedBy, LockEvent, Stats};
 use crate::error::LockError;
 
@@ -46,16 +45,29 @@ pub struct LockInfo {
     pub owner: Option<Vec<u8>>,
     pub ttl_ms: i64,
     pub waiters: usize,
+    /// The module's grant that the lock is now: the acquiring connection (if known) and how
+    /// long ago it was granted. `None` when the module did not grant the current holding.
+    pub holder: Option<(Option<u64>, u64)>,
     /// The last fencing token issued for the lock (`None`: never, or the fence key is unusable).
     pub fence: Option<i64>,
+}
+
+/// One queued waiter as LOCK.WAITERS shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaiterInfo {
+    pub client_id: Option<u64>,
+    pub waited_ms: u64,
+    pub timeout_ms: Option<u64>,
+    pub ttl_ms: Option<u64>,
+    pub fence: bool,
 }
 
 pub struct LockTable<C, K> {
     waiters: WaitQueues<C>,
     wakeups: Vec<Wakeup<C>>,
     events: Vec<(LockEvent, LockKey)>,
-    /// When the module granted each lock it knows to be held (for hold-time statistics).
-    held_since: HashMap<LockKey, u64>,
+    /// Whom and when the module granted each lock it knows to be held.
+    holders: Holders,
     clock: K,
     pub stats: Stats,
 }
@@ -66,42 +78,46 @@ impl<C, K: Clock> LockTable<C, K> {
             waiters: WaitQueues::default(),
             wakeups: Vec::new(),
             events: Vec::new(),
-            held_since: HashMap::new(),
+            holders: Holders::default(),
             clock,
             stats: Stats::default(),
         }
     }
 
-    /// LOCK.ACQUIRE's single atomic step: the lock under `wanted.owner`, if it is free.
+    /// LOCK.ACQUIRE's single atomic step: the lock under `request.owner` for the caller's
+    /// connection `request.client_id` (if known), if it is free. `request.timeout_ms` is not
+    /// read here (the caller blocks and enqueues with it on `MustWait`).
     pub fn acquire(
         &mut self,
         ks: &mut impl Keyspace,
         lock: &LockKey,
-        wanted: &Wanted,
+        request: &WaitRequest,
         may_wait: bool,
     ) -> Result<AcquireOutcome, LockError> {
         let name = &lock.1;
-        let owner = wanted.owner.as_slice();
+        let owner = request.owner.as_slice();
+        let client_id = request.client_id;
         let mut current = ks.owner(name)?;
         ks.check_signal_type(name)?;
         // A fence key that cannot give a token refuses the acquire now, before any write and
         // before waiting for a grant that could not be made.
-        let mut token = fence::token_for(ks, name, wanted.fence, self.clock.now_us())?;
+        let mut token = fence::token_for(ks, name, request.fence, self.clock.now_us())?;
         if current.is_none() && self.waiters.has_waiters(lock) {
             // Freed by another command whose hand-off has not run yet (Redis 7.0's 0 ms timer):
             // the queue goes first, newcomers never barge past it.
             self.grant_next(ks, lock, FreedBy::Deletion);
             current = ks.owner(name)?;
-            token = fence::token_for(ks, name, wanted.fence, self.clock.now_us())?;
+            token = fence::token_for(ks, name, request.fence, self.clock.now_us())?;
         }
         match current {
             Some(held) if held == owner => Err(LockError::AlreadyAcquired),
             Some(_) if may_wait => Ok(AcquireOutcome::MustWait),
             Some(_) => Ok(AcquireOutcome::Busy),
             None => {
-                fence::write_grant(ks, name, wanted, token)?;
+                fence::write_grant(ks, name, owner, request.ttl_ms, token)?;
                 self.stats.grants_immediate += 1;
-                self.held_since.insert(lock.clone(), self.clock.now_ms());
+                let now = self.clock.now_ms();
+                self.holders.granted(lock, owner, client_id, now);
                 self.events.push((LockEvent::Acquired, lock.clone()));
                 Ok(AcquireOutcome::Acquired {
                     owner: owner.to_vec(),
@@ -112,9 +128,9 @@ impl<C, K: Clock> LockTable<C, K> {
     }
 
     /// Queues a blocked acquirer at the tail of the lock's line.
-    pub fn enqueue(&mut self, lock: LockKey, wanted: Wanted, client: C) -> WaiterId {
+    pub fn enqueue(&mut self, lock: LockKey, request: WaitRequest, client: C) -> WaiterId {
         let now = self.clock.now_ms();
-        self.waiters.push(lock, wanted, now, client)
+        self.waiters.push(lock, request, now, client)
     }
 
     /// LOCK.RELEASE: the id must own the lock; it then passes to the next waiter, or is deleted
@@ -188,12 +204,34 @@ impl<C, K: Clock> LockTable<C, K> {
         } else {
             -2
         };
+        let now = self.clock.now_ms();
+        let holder = self
+            .holders
+            .current(lock, owner.as_deref())
+            .map(|h| (h.client_id, now.saturating_sub(h.since_ms)));
         Ok(LockInfo {
             owner,
             ttl_ms,
             waiters: self.waiters.len_of(lock),
+            holder,
             fence: fence::last_token(ks, &lock.1),
         })
+    }
+
+    /// LOCK.WAITERS: the first `count` waiters of the lock (all with `None`), head first.
+    pub fn waiters_of(&self, lock: &LockKey, count: Option<usize>) -> Vec<WaiterInfo> {
+        let now = self.clock.now_ms();
+        self.waiters
+            .of_lock(lock)
+            .take(count.unwrap_or(usize::MAX))
+            .map(|w| WaiterInfo {
+                client_id: w.request.client_id,
+                waited_ms: now.saturating_sub(w.since_ms),
+                timeout_ms: w.request.timeout_ms,
+                ttl_ms: w.request.ttl_ms,
+                fence: w.request.fence,
+            })
+            .collect()
     }
 
     /// The lock may have become free by something that is not one of our commands (`cause`:
@@ -212,7 +250,7 @@ impl<C, K: Clock> LockTable<C, K> {
             // Held again (re-acquired, overwritten) or now another type: nothing was freed.
             Ok(Some(_)) | Err(_) => return,
         }
-        if self.held_since.contains_key(lock) && cause == FreedBy::Expiry {
+        if self.holders.contains(lock) && cause == FreedBy::Expiry {
             self.events.push((LockEvent::Expired, lock.clone()));
         }
         self.end_hold(lock);
@@ -299,14 +337,14 @@ impl<C, K: Clock> LockTable<C, K> {
         std::mem::take(&mut self.events)
     }
 
-    /// Number of locks whose grant time is remembered (bounded by the locks held).
+    /// Number of locks whose grant is remembered (bounded by the locks held).
     pub fn tracked_holds(&self) -> usize {
-        self.held_since.len()
+        self.holders.len()
     }
 
     /// True if the module granted this lock and has not seen it freed since.
     pub fn granted_by_us(&self, lock: &LockKey) -> bool {
-        self.held_since.contains_key(lock)
+        self.holders.contains(lock)
     }
 
     pub fn waiters(&self) -> &WaitQueues<C> {
@@ -339,10 +377,10 @@ impl<C, K: Clock> LockTable<C, K> {
 
     /// The lock stops being held by its current owner: record how long it was held.
     fn end_hold(&mut self, lock: &LockKey) {
-        if let Some(since) = self.held_since.remove(lock) {
+        if let Some(holder) = self.holders.ended(lock) {
             self.stats
                 .hold
-                .record(self.clock.now_ms().saturating_sub(since));
+                .record(self.clock.now_ms().saturating_sub(holder.since_ms));
         }
     }
 
@@ -356,7 +394,7 @@ impl<C, K: Clock> LockTable<C, K> {
             let Some(waiter) = self.waiters.pop_head(lock) else {
                 return false;
             };
-            match fence::token_for(ks, &lock.1, waiter.fence, self.clock.now_us()) {
+            match fence::token_for(ks, &lock.1, waiter.request.fence, self.clock.now_us()) {
                 Ok(token) => return self.grant_to(ks, lock, waiter, token, cause),
                 Err(e) => {
                     self.stats.errors += 1;
@@ -379,24 +417,21 @@ impl<C, K: Clock> LockTable<C, K> {
         fence: Option<i64>,
         cause: FreedBy,
     ) -> bool {
-        let wanted = Wanted {
-            owner: waiter.owner,
-            ttl_ms: waiter.ttl_ms,
-            fence: waiter.fence,
-        };
-        match fence::write_grant(ks, &lock.1, &wanted, fence) {
+        let request = &waiter.request;
+        match fence::write_grant(ks, &lock.1, &request.owner, request.ttl_ms, fence) {
             Ok(()) => {
                 let now = self.clock.now_ms();
                 self.stats.grants_after_wait += 1;
                 self.stats.count_handoff(cause);
                 self.stats.wait.record(now.saturating_sub(waiter.since_ms));
-                self.held_since.insert(lock.clone(), now);
+                self.holders
+                    .granted(lock, &request.owner, request.client_id, now);
                 self.events.push((LockEvent::Handoff, lock.clone()));
                 self.wakeups.push(Wakeup {
                     client: waiter.client,
                     lock: lock.clone(),
                     delivery: Delivery::Granted {
-                        owner: wanted.owner,
+                        owner: waiter.request.owner,
                         fence,
                     },
                 });

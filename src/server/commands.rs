@@ -14,9 +14,9 @@ use super::blocking::block;
 use super::deadlines;
 use super::effects::apply;
 use super::keyspace::{lock_key_exists, RedisKeyspace};
-use super::state::{selected_db, Table};
+use super::state::{caller_client_id, selected_db, with_table, Table};
 use crate::config::signal_expire_ms;
-use crate::engine::{AcquireOutcome, LockKey, Wanted};
+use crate::engine::{AcquireOutcome, LockKey, WaitRequest};
 use crate::error::LockError;
 use crate::keys::{has_hash_tag, lock_key, name_of_lock_key, new_owner_id};
 use crate::request::{self, Wait};
@@ -91,25 +91,25 @@ fn may_block(ctx: &Context) -> bool {
 pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let req = request::parse_acquire(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
-    let owner = req.id.unwrap_or_else(new_owner_id);
-    let wanted = Wanted {
-        owner,
+    let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
+    let request = WaitRequest {
+        owner: req.id.unwrap_or_else(new_owner_id),
         ttl_ms: req.ttl_ms,
+        timeout_ms: match req.wait {
+            Wait::Millis(ms) => Some(ms),
+            Wait::Forever | Wait::NoWait => None,
+        },
+        client_id: caller_client_id(ctx),
         fence: req.fence,
     };
-    let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
     let outcome = run(ctx, &lock, |t, ks| {
-        t.acquire(ks, &lock, &wanted, wants_to_wait)
+        t.acquire(ks, &lock, &request, wants_to_wait)
     })?;
     match outcome {
         AcquireOutcome::Acquired { owner, fence } => Ok(grant_reply(owner, fence)),
         AcquireOutcome::Busy => Ok(RedisValue::Null),
         AcquireOutcome::MustWait => {
-            let timeout = match req.wait {
-                Wait::Millis(ms) => Some(ms),
-                Wait::Forever | Wait::NoWait => None,
-            };
-            block(ctx, lock.clone(), wanted, timeout)?;
+            block(ctx, lock.clone(), request)?;
             deadlines::watch(ctx, &lock);
             Ok(RedisValue::NoReply)
         }
@@ -233,7 +233,8 @@ fn parse_scan_reply(reply: CallResult<'static>) -> Result<(Vec<u8>, Vec<Vec<u8>>
     Ok((cursor, names))
 }
 
-/// `owner`, `ttl-ms` and `waiters` of one lock: a map in RESP3, a flat array in RESP2.
+/// `owner`, `ttl-ms`, `waiters`, `holder-client`, `held-ms` and `fence` of one lock: a map in
+/// RESP3, a flat array in RESP2.
 pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let name = request::parse_name_only(&arg_bytes(&args))?;
     let lock = lock_of(ctx, name)?;
@@ -252,9 +253,60 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         RedisValueKey::String("waiters".into()),
         RedisValue::Integer(info.waiters as i64),
     );
+    let (holder_client, held_ms) = match info.holder {
+        Some((client, held_ms)) => (client.map(as_integer), Some(as_integer(held_ms))),
+        None => (None, None),
+    };
+    map.insert(
+        RedisValueKey::String("holder-client".into()),
+        holder_client.unwrap_or(RedisValue::Null),
+    );
+    map.insert(
+        RedisValueKey::String("held-ms".into()),
+        held_ms.unwrap_or(RedisValue::Null),
+    );
     map.insert(
         RedisValueKey::String("fence".into()),
         info.fence.map_or(RedisValue::Null, RedisValue::Integer),
     );
     Ok(RedisValue::OrderedMap(map))
+}
+
+fn as_integer(n: u64) -> RedisValue {
+    RedisValue::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn millis_or_minus_one(ms: Option<u64>) -> RedisValue {
+    ms.map_or(RedisValue::Integer(-1), as_integer)
+}
+
+/// LOCK.WAITERS: the lock's module waiters in queue order, each a map (RESP3) / flat array
+/// (RESP2) of `client-id`, `waited-ms`, `timeout-ms`, `ttl-ms`, `fence`, `session`.
+pub fn waiters(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let (name, count) = request::parse_waiters(&arg_bytes(&args))?;
+    let lock = lock_of(ctx, name)?;
+    let listed = with_table(|t| t.waiters_of(&lock, count))?;
+    let entries = listed
+        .into_iter()
+        .map(|w| {
+            let fields = [
+                (
+                    "client-id",
+                    w.client_id.map_or(RedisValue::Null, as_integer),
+                ),
+                ("waited-ms", as_integer(w.waited_ms)),
+                ("timeout-ms", millis_or_minus_one(w.timeout_ms)),
+                ("ttl-ms", millis_or_minus_one(w.ttl_ms)),
+                ("fence", RedisValue::Integer(i64::from(w.fence))),
+                // SESSION cannot be asked for by a waiter of this build.
+                ("session", RedisValue::Integer(0)),
+            ];
+            let map: BTreeMap<RedisValueKey, RedisValue> = fields
+                .into_iter()
+                .map(|(k, v)| (RedisValueKey::String(k.into()), v))
+                .collect();
+            RedisValue::OrderedMap(map)
+        })
+        .collect();
+    Ok(RedisValue::Array(entries))
 }

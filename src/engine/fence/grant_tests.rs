@@ -4,13 +4,24 @@
 
 use crate::engine::keyspace::{Clock, Keyspace};
 use crate::engine::memory::{ManualClock, MemoryKeyspace, Value};
-use crate::engine::queue::{LockKey, Wanted};
+use crate::engine::queue::{LockKey, WaitRequest};
 use crate::engine::rules::{AcquireOutcome, Delivery, LockTable};
 use crate::engine::stats::FreedBy;
 
 const SIG: u64 = 1000;
 const EPOCH_US: u64 = 1_700_000_000_000_000;
 const HOUR_US: i64 = 3_600_000_000;
+
+/// What `client` asks for: the lock under its own name as id.
+fn wanted(client: &str, ttl_ms: Option<u64>, fence: bool) -> WaitRequest {
+    WaitRequest {
+        owner: client.as_bytes().to_vec(),
+        ttl_ms,
+        timeout_ms: None,
+        client_id: None,
+        fence,
+    }
+}
 
 fn x() -> LockKey {
     (0, b"x".to_vec())
@@ -36,7 +47,7 @@ impl Setup {
 
     /// ACQUIRE x ID <client> [FENCE], queued when busy.
     fn acquire(&mut self, client: &'static str, fence: bool, ttl: Option<u64>) -> AcquireOutcome {
-        let wanted = Wanted::new(client.as_bytes(), ttl, fence);
+        let wanted = wanted(client, ttl, fence);
         let out = self
             .table
             .acquire(&mut self.ks, &x(), &wanted, true)
@@ -200,7 +211,7 @@ fn unusable_fence_key_refuses_fence_acquires_and_changes_nothing() {
                 s.acquire("holder", false, None);
                 s.ks.log.clear();
             }
-            let wanted = Wanted::new(b"f", None, true);
+            let wanted = wanted("f", None, true);
             let err = s.table.acquire(&mut s.ks, &x(), &wanted, true).unwrap_err();
             let text = err.reply_text();
             assert!(text.starts_with("ERR lock-fence:x "), "{text}");

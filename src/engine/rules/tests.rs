@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::engine::memory::{ManualClock, MemoryKeyspace, Value};
-use crate::engine::queue::Wanted;
 use crate::engine::stats::{FreedBy, LockEvent, Summary};
 
 const SIG: u64 = 1000;
@@ -16,9 +15,20 @@ struct Scenario {
     ids: std::collections::HashMap<&'static str, WaiterId>,
 }
 
-/// What a client without FENCE asks for: the lock under its own name as id.
-fn plain(client: &str, ttl_ms: Option<u64>) -> Wanted {
-    Wanted::new(client.as_bytes(), ttl_ms, false)
+/// What a client of unknown connection asks for without FENCE: the lock under this id.
+fn anonymous(owner: &str) -> WaitRequest {
+    WaitRequest {
+        owner: owner.as_bytes().to_vec(),
+        ttl_ms: None,
+        timeout_ms: None,
+        client_id: None,
+        fence: false,
+    }
+}
+
+/// The connection id of a named client in these scenarios: its first letter's position.
+fn client_id(client: &str) -> u64 {
+    u64::from(client.as_bytes()[0] - b'a' + 1)
 }
 
 fn lock(name: &str) -> LockKey {
@@ -38,12 +48,19 @@ impl Scenario {
 
     /// ACQUIRE <name> ID <client> [PX ttl], blocking: queues the client if busy.
     fn acquire(&mut self, client: &'static str, name: &str, ttl: Option<u64>) -> AcquireOutcome {
+        let request = WaitRequest {
+            owner: client.as_bytes().to_vec(),
+            ttl_ms: ttl,
+            timeout_ms: None,
+            client_id: Some(client_id(client)),
+            fence: false,
+        };
         let out = self
             .table
-            .acquire(&mut self.ks, &lock(name), &plain(client, ttl), true)
+            .acquire(&mut self.ks, &lock(name), &request, true)
             .expect("acquire");
         if out == AcquireOutcome::MustWait {
-            let id = self.table.enqueue(lock(name), plain(client, ttl), client);
+            let id = self.table.enqueue(lock(name), request, client);
             self.ids.insert(client, id);
         }
         out
@@ -188,7 +205,7 @@ fn nowait_and_non_blocking_contexts_get_busy() {
     s.acquire("a", "x", None);
     let out = s
         .table
-        .acquire(&mut s.ks, &lock("x"), &plain("b", None), false)
+        .acquire(&mut s.ks, &lock("x"), &anonymous("b"), false)
         .unwrap();
     assert_eq!(out, AcquireOutcome::Busy);
     assert_eq!(s.table.waiters().total(), 0);
@@ -212,7 +229,7 @@ fn errors_change_nothing() {
             "acquire with the owner's id",
             |s| {
                 s.table
-                    .acquire(&mut s.ks, &lock("x"), &plain("a", None), true)
+                    .acquire(&mut s.ks, &lock("x"), &anonymous("a"), true)
                     .map(|_| ())
             },
             LockError::AlreadyAcquired,
@@ -231,7 +248,7 @@ fn errors_change_nothing() {
             "acquire on a lock key of another type",
             |s| {
                 s.table
-                    .acquire(&mut s.ks, &lock("hash"), &plain("a", None), true)
+                    .acquire(&mut s.ks, &lock("hash"), &anonymous("a"), true)
                     .map(|_| ())
             },
             LockError::WrongType,
@@ -424,21 +441,91 @@ fn info_reports_owner_ttl_and_waiters() {
             owner: None,
             ttl_ms: -2,
             waiters: 0,
+            holder: None,
             fence: None,
         }
     );
     s.acquire("a", "x", Some(300));
+    s.clock.advance(20);
     s.acquire("b", "x", None);
     let held = s.table.info(&mut s.ks, &lock("x")).unwrap();
     assert_eq!(
         held,
         LockInfo {
             owner: Some(b"a".to_vec()),
-            ttl_ms: 300,
+            ttl_ms: 280,
             waiters: 1,
+            holder: Some((Some(client_id("a")), 20)),
             fence: None,
         }
     );
+}
+
+#[test]
+fn holder_follows_grants_and_is_unknown_for_foreign_holdings() {
+    let mut s = Scenario::new();
+    let holder = |s: &mut Scenario| s.table.info(&mut s.ks, &lock("x")).unwrap().holder;
+    s.acquire("a", "x", None);
+    s.acquire("b", "x", None);
+    s.clock.advance(5);
+    s.release("a", "x").unwrap();
+    s.answered();
+    s.clock.advance(7);
+    assert_eq!(
+        holder(&mut s),
+        Some((Some(client_id("b")), 7)),
+        "after a hand-off"
+    );
+    // python-redis-lock overwrites or takes the lock with SET (NX): not the module's grant.
+    s.ks.set_owner(b"x", b"python", None).unwrap();
+    assert_eq!(holder(&mut s), None, "overwritten by someone else");
+    s.ks.delete_lock(b"x").unwrap();
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Deletion);
+    s.ks.set_owner(b"x", b"b", None).unwrap();
+    assert_eq!(
+        holder(&mut s),
+        None,
+        "freed, then SET NX by python with an old id"
+    );
+}
+
+#[test]
+fn waiters_are_listed_in_grant_order_and_leave_when_answered() {
+    let mut s = Scenario::new();
+    s.acquire("a", "x", None);
+    for (w, ttl) in [("b", Some(100)), ("c", None), ("d", Some(5))] {
+        s.acquire(w, "x", ttl);
+        s.clock.advance(10);
+    }
+    let listed = |s: &Scenario, count| -> Vec<(Option<u64>, u64, Option<u64>)> {
+        s.table
+            .waiters_of(&lock("x"), count)
+            .into_iter()
+            .map(|w| (w.client_id, w.waited_ms, w.ttl_ms))
+            .collect()
+    };
+    let all = listed(&s, None);
+    assert_eq!(
+        all,
+        [
+            (Some(client_id("b")), 30, Some(100)),
+            (Some(client_id("c")), 20, None),
+            (Some(client_id("d")), 10, Some(5)),
+        ]
+    );
+    assert_eq!(listed(&s, Some(2)), all[..2]);
+    assert_eq!(listed(&s, Some(9)), all);
+    // c times out, then the release serves b: the list is what is left, in order.
+    assert!(s.table.time_out(s.ids["c"]));
+    s.release("a", "x").unwrap();
+    assert_eq!(
+        listed(&s, None).iter().map(|w| w.0).collect::<Vec<_>>(),
+        [Some(client_id("d"))]
+    );
+    assert!(s.table.cancel(s.ids["d"]).is_some());
+    assert!(listed(&s, None).is_empty());
+    assert!(s.table.waiters_of(&lock("other"), None).is_empty());
 }
 
 #[test]
