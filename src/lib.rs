@@ -38,7 +38,10 @@ fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Sta
         return redis_module::Status::Err;
     }
     server::command_info::register(ctx);
-    events::subscribe_server_events(ctx)
+    if events::subscribe_server_events(ctx) == redis_module::Status::Err {
+        return redis_module::Status::Err;
+    }
+    server::sessions::subscribe_client_events(ctx)
 }
 
 #[info_command_handler]
@@ -75,6 +78,8 @@ redis_module! {
         i64: [
             ["signal-expire", &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,
              config::SIGNAL_EXPIRE_MIN, config::SIGNAL_EXPIRE_MAX, ConfigurationFlags::DEFAULT, None],
+            ["session-lease", &config::SESSION_LEASE, config::SESSION_LEASE_DEFAULT,
+             config::SESSION_LEASE_MIN, config::SESSION_LEASE_MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
         bool: [],

@@ -31,6 +31,8 @@ pub struct AcquireRequest {
     pub wait: Wait,
     /// FENCE: the grant issues a fencing token and the reply is `[id, token]`.
     pub fence: bool,
+    /// SESSION: bind the lock to the caller's connection.
+    pub session: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +65,7 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
     let mut nowait = false;
     let mut timeout: Option<TimeoutArg> = None;
     let mut fence = false;
+    let mut session = false;
     while let Some((option, tail)) = rest.split_first() {
         let option = option.to_ascii_uppercase();
         rest = tail;
@@ -95,6 +98,12 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
                 }
                 fence = true;
             }
+            b"SESSION" => {
+                if session {
+                    return Err(LockError::invalid("syntax error, SESSION given twice"));
+                }
+                session = true;
+            }
             _ => return Err(unknown_option()),
         }
     }
@@ -117,6 +126,7 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
         ttl_ms: ttl.map(|(_, ms)| ms),
         wait,
         fence,
+        session,
     })
 }
 
@@ -349,6 +359,7 @@ mod tests {
                 ttl_ms: None,
                 wait: Wait::Forever,
                 fence: false,
+                session: false,
             }
         );
     }
@@ -383,6 +394,10 @@ mod tests {
         assert_eq!(r.wait, Wait::Millis(250));
         let r = acquire(&["n", "NOWAIT", "EX", "10"]).unwrap();
         assert_eq!((r.ttl_ms, r.wait), (Some(10_000), Wait::NoWait));
+        let r = acquire(&["n", "session", "PX", "300", "TIMEOUT", "1"]).unwrap();
+        assert_eq!((r.session, r.ttl_ms), (true, Some(300)));
+        assert!(acquire(&["n", "SESSION"]).unwrap().session);
+        assert!(!acquire(&["n"]).unwrap().session);
     }
 
     #[test]
@@ -425,6 +440,8 @@ mod tests {
             (&["n", "FENCE", "FENCE"], "ERR"),
             (&["n", "FENCES"], "ERR"),
             (&["n", "FENCE", "1"], "ERR"),
+            (&["n", "SESSION", "SESSION"], "ERR"),
+            (&["n", "SESSIONS"], "ERR"),
             (&["n", "TIMEOUT", "abc"], "ERR"),
             (&["n", "TIMEOUT", "inf"], "ERR"),
             (&["n", "TIMEOUT", "nan"], "ERR"),

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use libfuzzer_sys::fuzz_target;
 use redis_lock::engine::memory::{ManualClock, MemoryKeyspace};
 use redis_lock::engine::{
-    AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, WaitRequest, WaiterId,
+    AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, AcquireArgs, WaiterId,
 };
 
 const CLIENTS: u8 = 6;
@@ -55,22 +55,22 @@ fuzz_target!(|data: &[u8]| {
         match op % 9 {
             0 if !waiting.contains_key(&c) => {
                 let may_wait = b & 0x40 != 0;
-                let client_id = Some(u64::from(c));
-                let request = WaitRequest {
+                let args = AcquireArgs {
                     owner: id(c),
                     ttl_ms: ttl,
                     timeout_ms: None,
-                    client_id,
+                    client_id: Some(u64::from(c)),
+                    session: false,
                     fence: a & 0x20 != 0,
                 };
-                match table.acquire(&mut ks, &l, &request, may_wait) {
+                match table.acquire(&mut ks, &l, &args, may_wait) {
                     Ok(AcquireOutcome::MustWait) => {
-                        fenced.insert(c, request.fence);
-                        let w = table.enqueue(l.clone(), request, c);
+                        fenced.insert(c, args.fence);
+                        let w = table.enqueue(l.clone(), args, c);
                         waiting.insert(c, (w, l.clone()));
                         queue.entry(l).or_default().insert(w, c);
                     }
-                    Ok(AcquireOutcome::Acquired { fence, .. }) => check_token(&l, request.fence, fence),
+                    Ok(AcquireOutcome::Acquired { fence, .. }) => check_token(&l, args.fence, fence),
                     _ => {}
                 }
             }

@@ -10,9 +10,9 @@ pub type LockKey = (i32, Vec<u8>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WaiterId(pub u64);
 
-/// What an acquirer asked for (a blocked one keeps it in its [`Waiter`]).
+/// What an acquirer asks for: kept with it while it waits, applied when it is granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaitRequest {
+pub struct AcquireArgs {
     /// The id the waiter will own the lock with.
     pub owner: Vec<u8>,
     /// The waiter's own expiry, applied when it is granted.
@@ -23,12 +23,14 @@ pub struct WaitRequest {
     pub client_id: Option<u64>,
     /// FENCE: its grant issues a fencing token, which its reply carries.
     pub fence: bool,
+    /// SESSION: bind the lock to that connection once granted (`ttl_ms` is then the lease).
+    pub session: bool,
 }
 
 #[derive(Debug)]
 pub struct Waiter<C> {
     pub id: WaiterId,
-    pub request: WaitRequest,
+    pub request: AcquireArgs,
     /// When it started waiting (for wait-time statistics and LOCK.WAITERS).
     pub since_ms: u64,
     /// Whatever the glue needs to answer the client (its blocked-client handle).
@@ -58,7 +60,7 @@ impl<C> WaitQueues<C> {
     pub fn push(
         &mut self,
         lock: LockKey,
-        request: WaitRequest,
+        request: AcquireArgs,
         since_ms: u64,
         client: C,
     ) -> WaiterId {
@@ -156,13 +158,14 @@ mod tests {
         (0, name.as_bytes().to_vec())
     }
 
-    fn req(owner: &[u8], ttl_ms: Option<u64>) -> WaitRequest {
-        WaitRequest {
+    fn req(owner: &[u8], ttl_ms: Option<u64>) -> AcquireArgs {
+        AcquireArgs {
             owner: owner.to_vec(),
             ttl_ms,
             timeout_ms: None,
             client_id: None,
             fence: false,
+            session: false,
         }
     }
 

@@ -8,7 +8,8 @@
 use super::fence;
 use super::holders::Holders;
 use super::keyspace::{Clock, KeyResult, Keyspace};
-use super::queue::{LockKey, WaitQueues, WaitRequest, Waiter, WaiterId};
+use super::queue::{AcquireArgs, LockKey, WaitQueues, Waiter, WaiterId};
+use super::sessions::Sessions;
 use super::stats::{FreedBy, LockEvent, Stats};
 use crate::error::LockError;
 
@@ -50,6 +51,8 @@ pub struct LockInfo {
     pub holder: Option<(Option<u64>, u64)>,
     /// The last fencing token issued for the lock (`None`: never, or the fence key is unusable).
     pub fence: Option<i64>,
+    /// The connection a SESSION lock is bound to.
+    pub session: Option<u64>,
 }
 
 /// One queued waiter as LOCK.WAITERS shows it.
@@ -60,6 +63,7 @@ pub struct WaiterInfo {
     pub timeout_ms: Option<u64>,
     pub ttl_ms: Option<u64>,
     pub fence: bool,
+    pub session: bool,
 }
 
 pub struct LockTable<C, K> {
@@ -68,6 +72,8 @@ pub struct LockTable<C, K> {
     events: Vec<(LockEvent, LockKey)>,
     /// Whom and when the module granted each lock it knows to be held.
     holders: Holders,
+    /// SESSION locks: which connection each is bound to, and when its lease is renewed.
+    sessions: Sessions,
     clock: K,
     pub stats: Stats,
 }
@@ -79,45 +85,42 @@ impl<C, K: Clock> LockTable<C, K> {
             wakeups: Vec::new(),
             events: Vec::new(),
             holders: Holders::default(),
+            sessions: Sessions::default(),
             clock,
             stats: Stats::default(),
         }
     }
 
-    /// LOCK.ACQUIRE's single atomic step: the lock under `request.owner` for the caller's
-    /// connection `request.client_id` (if known), if it is free. `request.timeout_ms` is not
-    /// read here (the caller blocks and enqueues with it on `MustWait`).
+    /// LOCK.ACQUIRE's single atomic step: take the lock for `args.owner` if it is free.
     pub fn acquire(
         &mut self,
         ks: &mut impl Keyspace,
         lock: &LockKey,
-        request: &WaitRequest,
+        args: &AcquireArgs,
         may_wait: bool,
     ) -> Result<AcquireOutcome, LockError> {
+        let owner = args.owner.as_slice();
         let name = &lock.1;
-        let owner = request.owner.as_slice();
-        let client_id = request.client_id;
         let mut current = ks.owner(name)?;
         ks.check_signal_type(name)?;
         // A fence key that cannot give a token refuses the acquire now, before any write and
         // before waiting for a grant that could not be made.
-        let mut token = fence::token_for(ks, name, request.fence, self.clock.now_us())?;
+        let mut token = fence::token_for(ks, name, args.fence, self.clock.now_us())?;
         if current.is_none() && self.waiters.has_waiters(lock) {
             // Freed by another command whose hand-off has not run yet (Redis 7.0's 0 ms timer):
             // the queue goes first, newcomers never barge past it.
             self.grant_next(ks, lock, FreedBy::Deletion);
             current = ks.owner(name)?;
-            token = fence::token_for(ks, name, request.fence, self.clock.now_us())?;
+            token = fence::token_for(ks, name, args.fence, self.clock.now_us())?;
         }
         match current {
             Some(held) if held == owner => Err(LockError::AlreadyAcquired),
             Some(_) if may_wait => Ok(AcquireOutcome::MustWait),
             Some(_) => Ok(AcquireOutcome::Busy),
             None => {
-                fence::write_grant(ks, name, owner, request.ttl_ms, token)?;
+                fence::write_grant(ks, name, owner, args.ttl_ms, token)?;
                 self.stats.grants_immediate += 1;
-                let now = self.clock.now_ms();
-                self.holders.granted(lock, owner, client_id, now);
+                self.record_grant(lock, args);
                 self.events.push((LockEvent::Acquired, lock.clone()));
                 Ok(AcquireOutcome::Acquired {
                     owner: owner.to_vec(),
@@ -128,7 +131,7 @@ impl<C, K: Clock> LockTable<C, K> {
     }
 
     /// Queues a blocked acquirer at the tail of the lock's line.
-    pub fn enqueue(&mut self, lock: LockKey, request: WaitRequest, client: C) -> WaiterId {
+    pub fn enqueue(&mut self, lock: LockKey, request: AcquireArgs, client: C) -> WaiterId {
         let now = self.clock.now_ms();
         self.waiters.push(lock, request, now, client)
     }
@@ -167,6 +170,8 @@ impl<C, K: Clock> LockTable<C, K> {
             return Err(LockError::NotExpirable);
         }
         ks.set_ttl(name, ttl_ms)?;
+        let now = self.clock.now_ms();
+        self.sessions.set_lease(lock, ttl_ms, now);
         Ok(())
     }
 
@@ -209,12 +214,14 @@ impl<C, K: Clock> LockTable<C, K> {
             .holders
             .current(lock, owner.as_deref())
             .map(|h| (h.client_id, now.saturating_sub(h.since_ms)));
+        let session = holder.and(self.sessions.client_of(lock));
         Ok(LockInfo {
             owner,
             ttl_ms,
             waiters: self.waiters.len_of(lock),
             holder,
             fence: fence::last_token(ks, &lock.1),
+            session,
         })
     }
 
@@ -230,6 +237,7 @@ impl<C, K: Clock> LockTable<C, K> {
                 timeout_ms: w.request.timeout_ms,
                 ttl_ms: w.request.ttl_ms,
                 fence: w.request.fence,
+                session: w.request.session,
             })
             .collect()
     }
@@ -247,8 +255,18 @@ impl<C, K: Clock> LockTable<C, K> {
     ) {
         match ks.owner(&lock.1) {
             Ok(None) => {}
-            // Held again (re-acquired, overwritten) or now another type: nothing was freed.
-            Ok(Some(_)) | Err(_) => return,
+            // Held again (re-acquired, overwritten) or now another type: nothing was freed now,
+            // but if it is no longer the module's grant, that holding (and its session) ended.
+            Ok(Some(owner)) => {
+                if self.holders.current(lock, Some(&owner)).is_none() {
+                    self.end_hold(lock);
+                }
+                return;
+            }
+            Err(_) => {
+                self.end_hold(lock);
+                return;
+            }
         }
         if self.holders.contains(lock) && cause == FreedBy::Expiry {
             self.events.push((LockEvent::Expired, lock.clone()));
@@ -375,8 +393,20 @@ impl<C, K: Clock> LockTable<C, K> {
         Ok(())
     }
 
-    /// The lock stops being held by its current owner: record how long it was held.
+    /// The module granted the lock to `args`' acquirer just now: remember whom, and bind a
+    /// SESSION lock to its connection (its expiry is the lease).
+    fn record_grant(&mut self, lock: &LockKey, args: &AcquireArgs) {
+        let now = self.clock.now_ms();
+        self.holders.granted(lock, &args.owner, args.client_id, now);
+        if let (true, Some(client_id), Some(lease)) = (args.session, args.client_id, args.ttl_ms) {
+            self.sessions.bind(lock, client_id, lease, now);
+        }
+    }
+
+    /// The lock stops being held by its current owner: record how long it was held; a session
+    /// binding ends with it.
     fn end_hold(&mut self, lock: &LockKey) {
+        self.sessions.unbind(lock);
         if let Some(holder) = self.holders.ended(lock) {
             self.stats
                 .hold
@@ -424,8 +454,7 @@ impl<C, K: Clock> LockTable<C, K> {
                 self.stats.grants_after_wait += 1;
                 self.stats.count_handoff(cause);
                 self.stats.wait.record(now.saturating_sub(waiter.since_ms));
-                self.holders
-                    .granted(lock, &request.owner, request.client_id, now);
+                self.record_grant(lock, &waiter.request);
                 self.events.push((LockEvent::Handoff, lock.clone()));
                 self.wakeups.push(Wakeup {
                     client: waiter.client,
@@ -471,5 +500,6 @@ fn hand_off_error(server_error: &str) -> String {
     }
 }
 
+pub mod session_rules;
 #[cfg(test)]
 mod tests;

@@ -15,8 +15,8 @@ use super::deadlines;
 use super::effects::apply;
 use super::keyspace::{lock_key_exists, RedisKeyspace};
 use super::state::{caller_client_id, selected_db, with_table, Table};
-use crate::config::signal_expire_ms;
-use crate::engine::{AcquireOutcome, LockKey, WaitRequest};
+use crate::config::{session_lease_ms, signal_expire_ms};
+use crate::engine::{AcquireArgs, AcquireOutcome, LockKey};
 use crate::error::LockError;
 use crate::keys::{has_hash_tag, lock_key, name_of_lock_key, new_owner_id};
 use crate::request::{self, Wait};
@@ -92,24 +92,37 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let req = request::parse_acquire(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
     let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
-    let request = WaitRequest {
+    let client_id = caller_client_id(ctx);
+    if req.session && client_id.is_none() {
+        return Err(LockError::invalid(
+            "SESSION cannot be used from a script or function: the caller's connection is not known there",
+        )
+        .into());
+    }
+    let timeout_ms = match req.wait {
+        Wait::Millis(ms) => Some(ms),
+        Wait::Forever | Wait::NoWait => None,
+    };
+    let args = AcquireArgs {
         owner: req.id.unwrap_or_else(new_owner_id),
-        ttl_ms: req.ttl_ms,
-        timeout_ms: match req.wait {
-            Wait::Millis(ms) => Some(ms),
-            Wait::Forever | Wait::NoWait => None,
+        // A session lock always has a lease: its EX/PX, or the session-lease config.
+        ttl_ms: match (req.session, req.ttl_ms) {
+            (true, None) => Some(session_lease_ms()),
+            (_, ttl) => ttl,
         },
-        client_id: caller_client_id(ctx),
+        timeout_ms,
+        client_id,
+        session: req.session,
         fence: req.fence,
     };
     let outcome = run(ctx, &lock, |t, ks| {
-        t.acquire(ks, &lock, &request, wants_to_wait)
+        t.acquire(ks, &lock, &args, wants_to_wait)
     })?;
     match outcome {
         AcquireOutcome::Acquired { owner, fence } => Ok(grant_reply(owner, fence)),
         AcquireOutcome::Busy => Ok(RedisValue::Null),
         AcquireOutcome::MustWait => {
-            block(ctx, lock.clone(), request)?;
+            block(ctx, lock.clone(), args)?;
             deadlines::watch(ctx, &lock);
             Ok(RedisValue::NoReply)
         }
@@ -269,6 +282,10 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         RedisValueKey::String("fence".into()),
         info.fence.map_or(RedisValue::Null, RedisValue::Integer),
     );
+    map.insert(
+        RedisValueKey::String("session".into()),
+        info.session.map_or(RedisValue::Null, as_integer),
+    );
     Ok(RedisValue::OrderedMap(map))
 }
 
@@ -298,8 +315,7 @@ pub fn waiters(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 ("timeout-ms", millis_or_minus_one(w.timeout_ms)),
                 ("ttl-ms", millis_or_minus_one(w.ttl_ms)),
                 ("fence", RedisValue::Integer(i64::from(w.fence))),
-                // SESSION cannot be asked for by a waiter of this build.
-                ("session", RedisValue::Integer(0)),
+                ("session", RedisValue::Integer(i64::from(w.session))),
             ];
             let map: BTreeMap<RedisValueKey, RedisValue> = fields
                 .into_iter()

@@ -4,7 +4,7 @@
 
 use crate::engine::keyspace::{Clock, Keyspace};
 use crate::engine::memory::{ManualClock, MemoryKeyspace, Value};
-use crate::engine::queue::{LockKey, WaitRequest};
+use crate::engine::queue::{AcquireArgs, LockKey};
 use crate::engine::rules::{AcquireOutcome, Delivery, LockTable};
 use crate::engine::stats::FreedBy;
 
@@ -13,12 +13,13 @@ const EPOCH_US: u64 = 1_700_000_000_000_000;
 const HOUR_US: i64 = 3_600_000_000;
 
 /// What `client` asks for: the lock under its own name as id.
-fn wanted(client: &str, ttl_ms: Option<u64>, fence: bool) -> WaitRequest {
-    WaitRequest {
+fn wanted(client: &str, ttl_ms: Option<u64>, fence: bool) -> AcquireArgs {
+    AcquireArgs {
         owner: client.as_bytes().to_vec(),
         ttl_ms,
         timeout_ms: None,
         client_id: None,
+        session: false,
         fence,
     }
 }

@@ -15,20 +15,21 @@ struct Scenario {
     ids: std::collections::HashMap<&'static str, WaiterId>,
 }
 
-/// What a client of unknown connection asks for without FENCE: the lock under this id.
-fn anonymous(owner: &str) -> WaitRequest {
-    WaitRequest {
-        owner: owner.as_bytes().to_vec(),
-        ttl_ms: None,
-        timeout_ms: None,
-        client_id: None,
-        fence: false,
-    }
-}
-
 /// The connection id of a named client in these scenarios: its first letter's position.
 fn client_id(client: &str) -> u64 {
     u64::from(client.as_bytes()[0] - b'a' + 1)
+}
+
+/// ACQUIRE … ID <client> [PX ttl] from the named client's connection.
+fn args(client: &str, ttl: Option<u64>) -> AcquireArgs {
+    AcquireArgs {
+        owner: client.as_bytes().to_vec(),
+        ttl_ms: ttl,
+        timeout_ms: None,
+        client_id: Some(client_id(client)),
+        session: false,
+        fence: false,
+    }
 }
 
 fn lock(name: &str) -> LockKey {
@@ -48,19 +49,12 @@ impl Scenario {
 
     /// ACQUIRE <name> ID <client> [PX ttl], blocking: queues the client if busy.
     fn acquire(&mut self, client: &'static str, name: &str, ttl: Option<u64>) -> AcquireOutcome {
-        let request = WaitRequest {
-            owner: client.as_bytes().to_vec(),
-            ttl_ms: ttl,
-            timeout_ms: None,
-            client_id: Some(client_id(client)),
-            fence: false,
-        };
         let out = self
             .table
-            .acquire(&mut self.ks, &lock(name), &request, true)
+            .acquire(&mut self.ks, &lock(name), &args(client, ttl), true)
             .expect("acquire");
         if out == AcquireOutcome::MustWait {
-            let id = self.table.enqueue(lock(name), request, client);
+            let id = self.table.enqueue(lock(name), args(client, ttl), client);
             self.ids.insert(client, id);
         }
         out
@@ -205,7 +199,7 @@ fn nowait_and_non_blocking_contexts_get_busy() {
     s.acquire("a", "x", None);
     let out = s
         .table
-        .acquire(&mut s.ks, &lock("x"), &anonymous("b"), false)
+        .acquire(&mut s.ks, &lock("x"), &args("b", None), false)
         .unwrap();
     assert_eq!(out, AcquireOutcome::Busy);
     assert_eq!(s.table.waiters().total(), 0);
@@ -229,7 +223,7 @@ fn errors_change_nothing() {
             "acquire with the owner's id",
             |s| {
                 s.table
-                    .acquire(&mut s.ks, &lock("x"), &anonymous("a"), true)
+                    .acquire(&mut s.ks, &lock("x"), &args("a", None), true)
                     .map(|_| ())
             },
             LockError::AlreadyAcquired,
@@ -248,7 +242,7 @@ fn errors_change_nothing() {
             "acquire on a lock key of another type",
             |s| {
                 s.table
-                    .acquire(&mut s.ks, &lock("hash"), &anonymous("a"), true)
+                    .acquire(&mut s.ks, &lock("hash"), &args("a", None), true)
                     .map(|_| ())
             },
             LockError::WrongType,
@@ -443,6 +437,7 @@ fn info_reports_owner_ttl_and_waiters() {
             waiters: 0,
             holder: None,
             fence: None,
+            session: None,
         }
     );
     s.acquire("a", "x", Some(300));
@@ -457,6 +452,7 @@ fn info_reports_owner_ttl_and_waiters() {
             waiters: 1,
             holder: Some((Some(client_id("a")), 20)),
             fence: None,
+            session: None,
         }
     );
 }
@@ -622,3 +618,4 @@ fn timeouts_disconnects_and_errors_are_counted() {
     let st = &s.table.stats;
     assert_eq!((st.timeouts, st.disconnected_waiters, st.errors), (1, 1, 1));
 }
+mod sessions;
