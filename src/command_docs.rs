@@ -102,7 +102,7 @@ pub fn all() -> Vec<CommandDoc> {
     vec![
         CommandDoc {
             name: "lock.acquire",
-            summary: "Acquires a lock, waiting in line (first come, first served) until it is free, the timeout passes, or at once with NOWAIT. Returns the owner id or null.",
+            summary: "Acquires a lock, waiting in line (first come, first served) until it is free, the timeout passes, or at once with NOWAIT. Returns the owner id or null; with FENCE, [id, fencing token] (the token exceeds every earlier one of the lock).",
             complexity: "O(1); O(log N) to queue, N being the waiters of the lock",
             arity: -2,
             key: Some(KeyAccess::ReadWrite),
@@ -115,6 +115,7 @@ pub fn all() -> Vec<CommandDoc> {
                     "wait",
                     vec![token("nowait", PureToken, "NOWAIT"), token("seconds", Double, "TIMEOUT")],
                 )),
+                optional(token("fence", PureToken, "FENCE")),
             ],
         },
         CommandDoc {

@@ -10,6 +10,30 @@ pub fn signal_key(name: &[u8]) -> Vec<u8> {
     [b"lock-signal:".as_slice(), name].concat()
 }
 
+/// `lock-fence:<name>`: a string holding the last fencing token issued for the lock (decimal).
+/// Only FENCE grants write it; it has no expiry and nothing in the module deletes it.
+pub fn fence_key(name: &[u8]) -> Vec<u8> {
+    [b"lock-fence:".as_slice(), name].concat()
+}
+
+/// A key as it can appear in an error reply: printable ASCII kept, every other byte as `\xNN`,
+/// cut after 128 bytes, so the reply stays one legal line whatever the name holds.
+pub fn printable_key(key: &[u8]) -> String {
+    const MAX: usize = 128;
+    let mut out = String::new();
+    for &b in key.iter().take(MAX) {
+        if (b.is_ascii_graphic() && b != b'\\') || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    if key.len() > MAX {
+        out.push_str("...");
+    }
+    out
+}
+
 /// The name behind a `lock:<name>` key, if it is one.
 pub fn name_of_lock_key(key: &[u8]) -> Option<&[u8]> {
     key.strip_prefix(b"lock:")
@@ -68,6 +92,23 @@ mod tests {
         assert_eq!(lock_key(b""), b"lock:");
         assert_eq!(name_of_lock_key(b"lock:a:b"), Some(&b"a:b"[..]));
         assert_eq!(name_of_lock_key(b"lock-signal:a"), None);
+        assert_eq!(fence_key(b"job"), b"lock-fence:job");
+        assert_eq!(name_of_lock_key(b"lock-fence:a"), None);
+    }
+
+    #[test]
+    fn keys_in_error_replies_are_printable() {
+        let table: &[(&[u8], &str)] = &[
+            (b"lock-fence:a b", "lock-fence:a b"),
+            (b"x\r\ny\x00", "x\\x0d\\x0ay\\x00"),
+            (b"back\\slash", "back\\x5cslash"),
+            (b"\xff", "\\xff"),
+        ];
+        for (key, want) in table {
+            assert_eq!(printable_key(key), *want);
+        }
+        let long = printable_key(&[b'k'; 200]);
+        assert_eq!((long.len(), long.ends_with("...")), (131, true));
     }
 
     #[test]

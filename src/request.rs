@@ -29,6 +29,8 @@ pub struct AcquireRequest {
     /// Lock expiry in milliseconds; `None` means the lock never expires.
     pub ttl_ms: Option<u64>,
     pub wait: Wait,
+    /// FENCE: the grant issues a fencing token and the reply is `[id, token]`.
+    pub fence: bool,
     /// SESSION: bind the lock to the caller's connection.
     pub session: bool,
 }
@@ -62,6 +64,7 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
     let mut ttl: Option<(&str, u64)> = None;
     let mut nowait = false;
     let mut timeout: Option<TimeoutArg> = None;
+    let mut fence = false;
     let mut session = false;
     while let Some((option, tail)) = rest.split_first() {
         let option = option.to_ascii_uppercase();
@@ -88,6 +91,12 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
             b"TIMEOUT" => {
                 let value = take_value(&mut rest, "TIMEOUT")?;
                 set_once(&mut timeout, "TIMEOUT", parse_timeout(value))?;
+            }
+            b"FENCE" => {
+                if fence {
+                    return Err(LockError::invalid("syntax error, FENCE given twice"));
+                }
+                fence = true;
             }
             b"SESSION" => {
                 if session {
@@ -116,6 +125,7 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
         id,
         ttl_ms: ttl.map(|(_, ms)| ms),
         wait,
+        fence,
         session,
     })
 }
@@ -348,8 +358,31 @@ mod tests {
                 id: None,
                 ttl_ms: None,
                 wait: Wait::Forever,
+                fence: false,
                 session: false,
             }
+        );
+    }
+
+    #[test]
+    fn acquire_fence() {
+        let table: &[(&[&str], bool, Wait)] = &[
+            (&["n", "FENCE"], true, Wait::Forever),
+            (&["n", "fence", "NOWAIT"], true, Wait::NoWait),
+            (
+                &["n", "PX", "5", "Fence", "TIMEOUT", "1", "ID", "i"],
+                true,
+                Wait::Millis(1000),
+            ),
+            (&["n", "ID", "FENCE"], false, Wait::Forever), // FENCE as the value of ID
+        ];
+        for (argv, fence, wait) in table {
+            let r = acquire(argv).unwrap();
+            assert_eq!((r.fence, r.wait), (*fence, *wait), "{argv:?}");
+        }
+        assert_eq!(
+            acquire(&["n", "ID", "FENCE"]).unwrap().id,
+            Some(b"FENCE".to_vec())
         );
     }
 
@@ -404,6 +437,9 @@ mod tests {
             (&["n", "PX", "99999999999999999999"], "ERR"),
             (&["n", "EX", "9223372036854775807"], "ERR"),
             (&["n", "NOWAIT", "NOWAIT"], "ERR"),
+            (&["n", "FENCE", "FENCE"], "ERR"),
+            (&["n", "FENCES"], "ERR"),
+            (&["n", "FENCE", "1"], "ERR"),
             (&["n", "SESSION", "SESSION"], "ERR"),
             (&["n", "SESSIONS"], "ERR"),
             (&["n", "TIMEOUT", "abc"], "ERR"),

@@ -357,3 +357,16 @@ def test_lock_stays_exclusive_while_its_slot_is_migrating(cl):
     assert cb.get(f"lock:{name}") == b"h"
     assert cb.execute_command("PEXPIRETIME", f"lock:{name}") - deadline in range(-50, 51)
     assert rc.execute_command("LOCK.RELEASE", name, "h") == b"OK"
+
+
+def test_fence_key_lives_in_the_names_slot(cl):
+    rc = cl.cluster_client()
+    for name in ["{a}job", "{b}x", "q{orders}:42"]:
+        owner, token = rc.execute_command("LOCK.ACQUIRE", name, "FENCE")
+        node = cl.clients[cl.owner_of_key(name)]
+        assert cl.keyslot("lock-fence:" + name) == cl.keyslot(name)
+        assert node.get("lock-fence:" + name) == str(token).encode()
+        assert node.get("lock:" + name) == owner
+        assert rc.execute_command("LOCK.RELEASE", name, owner) == b"OK"
+        _, later = rc.execute_command("LOCK.ACQUIRE", name, "FENCE", "ID", "again")
+        assert later > token

@@ -128,6 +128,7 @@ def test_command_docs_describe_every_argument(server):
     assert _names(d[b"arguments"]) == [
         (b"name", None), (b"id", b"ID"), (b"expiration", None), (b"seconds", b"EX"),
         (b"milliseconds", b"PX"), (b"wait", None), (b"nowait", b"NOWAIT"), (b"seconds", b"TIMEOUT"),
+        (b"fence", b"FENCE"),
     ]
     for name in ["lock.release", "lock.extend", "lock.owner", "lock.reset", "lock.resetall", "lock.info",
                  "lock.waiters"]:

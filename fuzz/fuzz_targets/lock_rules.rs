@@ -3,6 +3,8 @@
 //! - a waiter is answered at most once, and the table holds exactly the unanswered ones;
 //! - grants go to the longest-waiting unanswered waiter of the lock (FIFO);
 //! - a granted waiter owns the lock, with its own id, right after the step;
+//! - every FENCE grant (immediate or after waiting) carries a token larger than every token
+//!   the lock had before, and only FENCE grants carry one;
 //! - a closed connection frees only the session locks bound to it that still hold its id;
 //! - no operation ever panics.
 #![no_main]
@@ -34,6 +36,17 @@ fuzz_target!(|data: &[u8]| {
     // Model: each client's pending wait, and per lock the pending waiters in arrival order.
     let mut waiting: HashMap<u8, (WaiterId, LockKey)> = HashMap::new();
     let mut queue: HashMap<LockKey, BTreeMap<WaiterId, u8>> = HashMap::new();
+    // The largest token issued per lock, and whether each waiting client asked for FENCE.
+    let mut last_token: HashMap<LockKey, i64> = HashMap::new();
+    let mut fenced: HashMap<u8, bool> = HashMap::new();
+    let mut check_token = |l: &LockKey, asked: bool, token: Option<i64>| {
+        assert_eq!(asked, token.is_some(), "a token exactly for FENCE grants");
+        if let Some(t) = token {
+            let last = last_token.entry(l.clone()).or_insert(0);
+            assert!(t > *last, "token {t} after {last}");
+            *last = t;
+        }
+    };
 
     for step in data.chunks(3) {
         let [op, a, b] = [step[0], *step.get(1).unwrap_or(&0), *step.get(2).unwrap_or(&0)];
@@ -50,11 +63,17 @@ fuzz_target!(|data: &[u8]| {
                     client_id: Some(u64::from(c)),
                     // SESSION needs a lease: a session acquire always carries one.
                     session: ttl.is_some() && b & 0x20 != 0,
+                    fence: a & 0x20 != 0,
                 };
-                if let Ok(AcquireOutcome::MustWait) = table.acquire(&mut ks, &l, &args, may_wait) {
-                    let w = table.enqueue(l.clone(), args, c);
-                    waiting.insert(c, (w, l.clone()));
-                    queue.entry(l).or_default().insert(w, c);
+                match table.acquire(&mut ks, &l, &args, may_wait) {
+                    Ok(AcquireOutcome::MustWait) => {
+                        fenced.insert(c, args.fence);
+                        let w = table.enqueue(l.clone(), args, c);
+                        waiting.insert(c, (w, l.clone()));
+                        queue.entry(l).or_default().insert(w, c);
+                    }
+                    Ok(AcquireOutcome::Acquired { fence, .. }) => check_token(&l, args.fence, fence),
+                    _ => {}
                 }
             }
             1 => {
@@ -73,6 +92,9 @@ fuzz_target!(|data: &[u8]| {
             }
             4 => {
                 clock.advance(u64::from(b % 60));
+                if a & 0x40 != 0 {
+                    clock.step_wall_us(-3_600_000_000); // NTP steps the wall clock back an hour
+                }
                 for x in 0..LOCKS {
                     table.lock_freed(&mut ks, &lock(x), SIG, FreedBy::Expiry);
                 }
@@ -113,7 +135,8 @@ fuzz_target!(|data: &[u8]| {
             let (w, wl) = waiting.remove(&c).expect("a waiter is answered at most once");
             assert_eq!(wl, wakeup.lock);
             let pending = queue.get_mut(&wl).expect("queue of the lock");
-            if let Delivery::Granted(owner) = &wakeup.delivery {
+            if let Delivery::Granted { owner, fence } = &wakeup.delivery {
+                check_token(&wl, fenced.get(&c).copied().unwrap_or(false), *fence);
                 let head = pending.keys().next().copied();
                 assert_eq!(head, Some(w), "grants are first come, first served");
                 assert_eq!(owner, &id(c));

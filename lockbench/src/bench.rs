@@ -299,7 +299,7 @@ impl Bench {
 
     fn top_level_cmds(&self, p: Proto) -> Vec<&'static str> {
         match p {
-            Proto::Native => vec!["lock.acquire", "lock.release"],
+            Proto::Native | Proto::NativeFence => vec!["lock.acquire", "lock.release"],
             Proto::Prl if self.cfg.prl_get => vec!["get", "set", "evalsha"],
             Proto::Prl => vec!["set", "evalsha"],
             Proto::Floor => vec!["set", "del"],
@@ -435,7 +435,7 @@ impl Bench {
         for c in cs {
             let mut runs = Vec::new();
             for r in 0..self.cfg.rounds {
-                for p in proto::rotation(&proto::ALL, r) {
+                for p in proto::rotation(&proto::LOOP, r) {
                     let run = self.loop_run(p, c, None).await?;
                     eprintln!(
                         "  uncontended C={c:<4} round {} {:<18} {:>9.0} pairs/s  p50 {:>7.1} µs  p99 {:>7.1} µs  server {:.2} µs/pair (cmdstats) {:.2} µs/pair (cpu)",
@@ -460,7 +460,7 @@ impl Bench {
         for hold in self.cfg.holds_ms.clone() {
             let mut runs = Vec::new();
             for r in 0..self.cfg.rounds {
-                for p in proto::rotation(&proto::ALL, r) {
+                for p in proto::rotation(&proto::LOOP, r) {
                     let run = self.loop_run(p, c, Some(hold)).await?;
                     eprintln!(
                         "  contended C={c} hold {hold} ms round {} {:<18} {:>8.0} acq/s ({:>8.0} owner changes/s)  wait p50 {:>8.1} µs p99 {:>9.1} µs  per client {}..{}  Jain {:.3}",
@@ -824,7 +824,7 @@ impl Bench {
         });
         let limit = Duration::from_secs(60);
         match p {
-            Proto::Native => {
+            Proto::Native | Proto::NativeFence => {
                 let t0 = Instant::now();
                 loop {
                     if self.lock_waiters(&keys.name).await? >= q {

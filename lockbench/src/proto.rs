@@ -1,6 +1,8 @@
 //! The three lock protocols, as wire traffic.
 //!
 //! - `native`: `LOCK.ACQUIRE <name> ID <id> PX <ms> TIMEOUT <s>` / `LOCK.RELEASE <name> <id>`.
+//! - `native+fence`: the same with `FENCE` (each grant issues a fencing token and writes
+//!   `lock-fence:<name>`); only in the loop scenarios, to show what a token costs.
 //! - `python-redis-lock` 4.0.1, exactly as `Lock.acquire()` / `Lock.release()` talk to Redis:
 //!   `GET lock:<name>` (its `_held` check), then `SET lock:<name> <id> NX [EX <expire>]`; when
 //!   that fails `BLPOP lock-signal:<name> <timeout or expire or 0>` and `SET … NX` again, in a
@@ -21,16 +23,22 @@ pub const SIGNAL_EXPIRE_MS: &str = "1000";
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub enum Proto {
     Native,
+    NativeFence,
     Prl,
     Floor,
 }
 
+/// The protocols of every scenario (and of the chart).
 pub const ALL: [Proto; 3] = [Proto::Native, Proto::Prl, Proto::Floor];
+
+/// The protocols of the loop scenarios (uncontended, contended): ALL plus `native+fence`.
+pub const LOOP: [Proto; 4] = [Proto::Native, Proto::NativeFence, Proto::Prl, Proto::Floor];
 
 impl Proto {
     pub fn name(self) -> &'static str {
         match self {
             Proto::Native => "native",
+            Proto::NativeFence => "native+fence",
             Proto::Prl => "python-redis-lock",
             Proto::Floor => "floor",
         }
@@ -101,24 +109,31 @@ pub async fn acquire(
     o: &AcqOpts,
 ) -> Result<bool, String> {
     match p {
-        Proto::Native => {
+        Proto::Native | Proto::NativeFence => {
             let ttl = o.ttl_ms.to_string();
             let to = o.native_timeout_s.to_string();
-            let r = c
-                .cmd(&[
-                    b"LOCK.ACQUIRE",
-                    &k.name,
-                    b"ID",
-                    id,
-                    b"PX",
-                    ttl.as_bytes(),
-                    b"TIMEOUT",
-                    to.as_bytes(),
-                ])
-                .await
-                .map_err(io)?;
+            let mut args: Vec<&[u8]> = vec![
+                b"LOCK.ACQUIRE",
+                &k.name,
+                b"ID",
+                id,
+                b"PX",
+                ttl.as_bytes(),
+                b"TIMEOUT",
+                to.as_bytes(),
+            ];
+            if p == Proto::NativeFence {
+                args.push(b"FENCE");
+            }
+            let r = c.cmd(&args).await.map_err(io)?;
             match r {
-                Reply::Bulk(Some(ref got)) if got == id => Ok(true),
+                Reply::Bulk(Some(ref got)) if got == id && p == Proto::Native => Ok(true),
+                Reply::Array(Some(ref parts)) if p == Proto::NativeFence => match &parts[..] {
+                    [Reply::Bulk(Some(got)), Reply::Int(token)] if got == id && *token > 0 => {
+                        Ok(true)
+                    }
+                    _ => Err(err("LOCK.ACQUIRE FENCE", &r)),
+                },
                 Reply::Bulk(None) => Ok(false),
                 other => Err(err("LOCK.ACQUIRE", &other)),
             }
@@ -179,7 +194,7 @@ pub async fn acquire(
 
 pub async fn release(c: &mut Conn, p: Proto, k: &LockKeys, id: &[u8]) -> Result<(), String> {
     match p {
-        Proto::Native => {
+        Proto::Native | Proto::NativeFence => {
             let r = c.cmd(&[b"LOCK.RELEASE", &k.name, id]).await.map_err(io)?;
             if r.is_ok() {
                 Ok(())
@@ -245,7 +260,7 @@ pub async fn hold_expiring(
 ) -> Result<(), String> {
     let ms = ms.to_string();
     let r = match p {
-        Proto::Native => {
+        Proto::Native | Proto::NativeFence => {
             c.cmd(&[
                 b"LOCK.ACQUIRE",
                 &k.name,

@@ -7,7 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::bench::{HandoffRun, LoopRun, Results};
-use crate::proto::{Proto, ALL};
+use crate::proto::{Proto, ALL, LOOP};
 use crate::stats::{jain, median};
 
 pub struct Header {
@@ -185,6 +185,22 @@ pub fn targets(res: &Results) -> Vec<Target> {
         }
     }
     if let Some((c, runs)) = cpu_source(res) {
+        if let (Some(n), Some(f)) = (agg(runs, Proto::Native), agg(runs, Proto::NativeFence)) {
+            let r = ratio(f.cmd_usec, n.cmd_usec);
+            t.push(Target {
+                what: "server µs per acquire+release (commandstats): native+fence ≤ 1.2× native"
+                    .into(),
+                measured: format!(
+                    "{} ({:.2} vs {:.2} µs, C={c})",
+                    x(r),
+                    f.cmd_usec,
+                    n.cmd_usec
+                ),
+                met: Some(r <= 1.2),
+            });
+        }
+    }
+    if let Some((c, runs)) = cpu_source(res) {
         if let (Some(n), Some(p)) = (agg(runs, Proto::Native), agg(runs, Proto::Prl)) {
             let r = ratio(n.cmd_usec, p.cmd_usec);
             t.push(Target {
@@ -334,7 +350,7 @@ pub fn markdown(h: &Header, res: &Results, chart_name: Option<&str>) -> String {
         let _ = writeln!(s, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for (c, runs) in &res.uncontended {
             let floor = agg(runs, Proto::Floor).map(|a| a.ops).unwrap_or(f64::NAN);
-            for p in ALL {
+            for p in LOOP {
                 if let Some(a) = agg(runs, p) {
                     let _ = writeln!(
                         s,
@@ -369,7 +385,7 @@ pub fn markdown(h: &Header, res: &Results, chart_name: Option<&str>) -> String {
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for (hold, runs) in &res.contended {
-            for p in ALL {
+            for p in LOOP {
                 if let Some(a) = agg(runs, p) {
                     let _ = writeln!(
                         s,
@@ -472,10 +488,11 @@ pub fn markdown(h: &Header, res: &Results, chart_name: Option<&str>) -> String {
         let prl = agg(runs, Proto::Prl)
             .map(|a| a.cmd_usec)
             .unwrap_or(f64::NAN);
-        for p in ALL {
+        for p in LOOP {
             if let Some(a) = agg(runs, p) {
                 let cmds = match p {
                     Proto::Native => "LOCK.ACQUIRE, LOCK.RELEASE",
+                    Proto::NativeFence => "LOCK.ACQUIRE … FENCE, LOCK.RELEASE",
                     Proto::Prl => "GET, SET, EVALSHA",
                     Proto::Floor => "SET, DEL",
                 };

@@ -39,11 +39,20 @@ pub trait Keyspace {
     fn set_ttl(&mut self, name: &[u8], ttl_ms: u64) -> KeyResult<()>;
     /// `DEL lock:<name>`; true if a key was deleted.
     fn delete_lock(&mut self, name: &[u8]) -> KeyResult<bool>;
+    /// The raw value of `lock-fence:<name>` (`None` when missing); `Err(WrongType)` when it is
+    /// not a string.
+    fn fence(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>>;
+    /// `SET lock-fence:<name> <token>` (no expiry).
+    fn set_fence(&mut self, name: &[u8], token: i64) -> KeyResult<()>;
     /// python's signal, in its order: `DEL`, `LPUSH 1`, `PEXPIRE expire_ms` on `lock-signal:<name>`.
     fn push_signal(&mut self, name: &[u8], expire_ms: u64) -> KeyResult<()>;
 }
 
-/// Milliseconds on some monotonic-enough clock (the server's `mstime` in production).
+/// The server's clocks.
 pub trait Clock {
+    /// Milliseconds on some monotonic-enough clock (the server's `mstime` in production).
     fn now_ms(&self) -> u64;
+    /// Wall-clock microseconds since the Unix epoch, the floor of the next fencing token. It may
+    /// stand still or step back: tokens never depend on it alone.
+    fn now_us(&self) -> u64;
 }

@@ -5,20 +5,36 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::keyspace::{Clock, KeyResult, Keyspace, KeyspaceError};
-use crate::keys::{lock_key, signal_key};
+use crate::keys::{fence_key, lock_key, signal_key};
 
+/// Milliseconds that only move forward when told to, and a wall clock in microseconds that
+/// follows them (plus an offset a test can step, back or forward, like NTP).
 #[derive(Debug, Clone, Default)]
-pub struct ManualClock(Rc<Cell<u64>>);
+pub struct ManualClock {
+    ms: Rc<Cell<u64>>,
+    wall_offset_us: Rc<Cell<i64>>,
+}
 
 impl ManualClock {
     pub fn advance(&self, ms: u64) {
-        self.0.set(self.0.get() + ms);
+        self.ms.set(self.ms.get() + ms);
+    }
+
+    /// Steps the wall clock only (expiry keeps the millisecond clock).
+    pub fn step_wall_us(&self, delta_us: i64) {
+        self.wall_offset_us
+            .set(self.wall_offset_us.get() + delta_us);
     }
 }
 
 impl Clock for ManualClock {
     fn now_ms(&self) -> u64 {
-        self.0.get()
+        self.ms.get()
+    }
+
+    fn now_us(&self) -> u64 {
+        let us = i64::try_from(self.ms.get().saturating_mul(1000)).unwrap_or(i64::MAX);
+        u64::try_from(us.saturating_add(self.wall_offset_us.get())).unwrap_or(0)
     }
 }
 
@@ -135,6 +151,21 @@ impl Keyspace for MemoryKeyspace {
         self.write(format!("DEL {}", show(&key)))?;
         self.expire_if_due(&key);
         Ok(self.data.remove(&key).is_some())
+    }
+
+    fn fence(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>> {
+        match self.get(&fence_key(name)) {
+            None => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s)),
+            Some(_) => Err(KeyspaceError::WrongType),
+        }
+    }
+
+    fn set_fence(&mut self, name: &[u8], token: i64) -> KeyResult<()> {
+        let key = fence_key(name);
+        self.write(format!("SET {} {token}", show(&key)))?;
+        self.put(&key, Value::Str(token.to_string().into_bytes()), None);
+        Ok(())
     }
 
     fn push_signal(&mut self, name: &[u8], expire_ms: u64) -> KeyResult<()> {

@@ -21,6 +21,8 @@ pub struct AcquireArgs {
     pub timeout_ms: Option<u64>,
     /// Its connection's id, for LOCK.WAITERS and the holder record once granted.
     pub client_id: Option<u64>,
+    /// FENCE: its grant issues a fencing token, which its reply carries.
+    pub fence: bool,
     /// SESSION: bind the lock to that connection once granted (`ttl_ms` is then the lease).
     pub session: bool,
 }
@@ -162,6 +164,7 @@ mod tests {
             ttl_ms,
             timeout_ms: None,
             client_id: None,
+            fence: false,
             session: false,
         }
     }

@@ -5,9 +5,10 @@
 //! drains them with [`LockTable::take_wakeups`] and unblocks those clients. Everything one
 //! operation does happens inside one command or timer callback, so it is atomic on the server.
 
+use super::fence;
 use super::holders::Holders;
-use super::keyspace::{Clock, KeyResult, Keyspace, KeyspaceError};
-use super::queue::{AcquireArgs, LockKey, WaitQueues, WaiterId};
+use super::keyspace::{Clock, KeyResult, Keyspace};
+use super::queue::{AcquireArgs, LockKey, WaitQueues, Waiter, WaiterId};
 use super::sessions::Sessions;
 use super::stats::{FreedBy, LockEvent, Stats};
 use crate::error::LockError;
@@ -15,8 +16,8 @@ use crate::error::LockError;
 /// What a blocked client is told when it is unblocked by the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// It owns the lock now, with this id.
-    Granted(Vec<u8>),
+    /// It owns the lock now, with this id, and this fencing token if it asked for FENCE.
+    Granted { owner: Vec<u8>, fence: Option<i64> },
     /// Its wait ended without the lock (timeout, `CLIENT UNBLOCK`): a null reply.
     NotGranted,
     /// Its wait ended in an error reply (the node stopped serving the lock, …).
@@ -32,8 +33,8 @@ pub struct Wakeup<C> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AcquireOutcome {
-    /// The lock is the caller's, with this id.
-    Acquired(Vec<u8>),
+    /// The lock is the caller's, with this id, and this fencing token if it asked for FENCE.
+    Acquired { owner: Vec<u8>, fence: Option<i64> },
     /// Busy and the caller may not wait: a null reply.
     Busy,
     /// Busy and the caller wants to wait: block it and call [`LockTable::enqueue`].
@@ -48,6 +49,8 @@ pub struct LockInfo {
     /// The module's grant that the lock is now: the acquiring connection (if known) and how
     /// long ago it was granted. `None` when the module did not grant the current holding.
     pub holder: Option<(Option<u64>, u64)>,
+    /// The last fencing token issued for the lock (`None`: never, or the fence key is unusable).
+    pub fence: Option<i64>,
     /// The connection a SESSION lock is bound to.
     pub session: Option<u64>,
 }
@@ -59,6 +62,7 @@ pub struct WaiterInfo {
     pub waited_ms: u64,
     pub timeout_ms: Option<u64>,
     pub ttl_ms: Option<u64>,
+    pub fence: bool,
     pub session: bool,
 }
 
@@ -99,22 +103,29 @@ impl<C, K: Clock> LockTable<C, K> {
         let name = &lock.1;
         let mut current = ks.owner(name)?;
         ks.check_signal_type(name)?;
+        // A fence key that cannot give a token refuses the acquire now, before any write and
+        // before waiting for a grant that could not be made.
+        let mut token = fence::token_for(ks, name, args.fence, self.clock.now_us())?;
         if current.is_none() && self.waiters.has_waiters(lock) {
             // Freed by another command whose hand-off has not run yet (Redis 7.0's 0 ms timer):
             // the queue goes first, newcomers never barge past it.
             self.grant_next(ks, lock, FreedBy::Deletion);
             current = ks.owner(name)?;
+            token = fence::token_for(ks, name, args.fence, self.clock.now_us())?;
         }
         match current {
             Some(held) if held == owner => Err(LockError::AlreadyAcquired),
             Some(_) if may_wait => Ok(AcquireOutcome::MustWait),
             Some(_) => Ok(AcquireOutcome::Busy),
             None => {
-                ks.set_owner(name, owner, args.ttl_ms)?;
+                fence::write_grant(ks, name, owner, args.ttl_ms, token)?;
                 self.stats.grants_immediate += 1;
                 self.record_grant(lock, args);
                 self.events.push((LockEvent::Acquired, lock.clone()));
-                Ok(AcquireOutcome::Acquired(owner.to_vec()))
+                Ok(AcquireOutcome::Acquired {
+                    owner: owner.to_vec(),
+                    fence: token,
+                })
             }
         }
     }
@@ -209,6 +220,7 @@ impl<C, K: Clock> LockTable<C, K> {
             ttl_ms,
             waiters: self.waiters.len_of(lock),
             holder,
+            fence: fence::last_token(ks, &lock.1),
             session,
         })
     }
@@ -224,6 +236,7 @@ impl<C, K: Clock> LockTable<C, K> {
                 waited_ms: now.saturating_sub(w.since_ms),
                 timeout_ms: w.request.timeout_ms,
                 ttl_ms: w.request.ttl_ms,
+                fence: w.request.fence,
                 session: w.request.session,
             })
             .collect()
@@ -401,15 +414,41 @@ impl<C, K: Clock> LockTable<C, K> {
         }
     }
 
-    /// Writes the lock for the head waiter and records its grant. If the server refuses the
-    /// write (typically: this node no longer serves the slot), no waiter of this lock can be
-    /// served here, so all of them get the error and can retry elsewhere.
+    /// Writes the lock for the head waiter and records its grant. A FENCE waiter whose token
+    /// cannot be issued (an unusable fence key) gets that error and the next waiter is tried.
+    /// If the server refuses the write (typically: this node no longer serves the slot), no
+    /// waiter of this lock can be served here, so all of them get the error and can retry
+    /// elsewhere.
     fn grant_next(&mut self, ks: &mut impl Keyspace, lock: &LockKey, cause: FreedBy) -> bool {
-        let Some(waiter) = self.waiters.pop_head(lock) else {
-            return false;
-        };
+        loop {
+            let Some(waiter) = self.waiters.pop_head(lock) else {
+                return false;
+            };
+            match fence::token_for(ks, &lock.1, waiter.request.fence, self.clock.now_us()) {
+                Ok(token) => return self.grant_to(ks, lock, waiter, token, cause),
+                Err(e) => {
+                    self.stats.errors += 1;
+                    self.wakeups.push(Wakeup {
+                        client: waiter.client,
+                        lock: lock.clone(),
+                        delivery: Delivery::Failed(e.reply_text()),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Writes the grant to `waiter` with the token it gets (if FENCE) and records it.
+    fn grant_to(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        waiter: Waiter<C>,
+        fence: Option<i64>,
+        cause: FreedBy,
+    ) -> bool {
         let request = &waiter.request;
-        match ks.set_owner(&lock.1, &request.owner, request.ttl_ms) {
+        match fence::write_grant(ks, &lock.1, &request.owner, request.ttl_ms, fence) {
             Ok(()) => {
                 let now = self.clock.now_ms();
                 self.stats.grants_after_wait += 1;
@@ -420,14 +459,18 @@ impl<C, K: Clock> LockTable<C, K> {
                 self.wakeups.push(Wakeup {
                     client: waiter.client,
                     lock: lock.clone(),
-                    delivery: Delivery::Granted(waiter.request.owner),
+                    delivery: Delivery::Granted {
+                        owner: waiter.request.owner,
+                        fence,
+                    },
                 });
                 true
             }
             Err(e) => {
                 let error = match e {
-                    KeyspaceError::Refused(msg) => msg,
-                    KeyspaceError::WrongType => "WRONGTYPE lock key changed type".to_string(),
+                    LockError::Server(msg) => msg,
+                    LockError::WrongType => "WRONGTYPE lock key changed type".to_string(),
+                    other => other.reply_text(),
                 };
                 let error = hand_off_error(&error);
                 self.stats.errors += 1;

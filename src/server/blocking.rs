@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use redis_module::{raw, Context, RedisError, RedisValue};
 
+use super::commands::grant_reply;
 use super::events;
 use super::state::with_table;
 use crate::engine::{AcquireArgs, Delivery, LockKey, WaiterId, Wakeup};
@@ -190,7 +191,7 @@ extern "C" fn reply_answer(
         Some(answer) => {
             answer.delivered = true;
             match &answer.delivery {
-                Delivery::Granted(owner) => Ok(RedisValue::StringBuffer(owner.clone())),
+                Delivery::Granted { owner, fence } => Ok(grant_reply(owner.clone(), *fence)),
                 Delivery::NotGranted => Ok(RedisValue::Null),
                 Delivery::Failed(error) => Err(RedisError::String(error.clone())),
             }
@@ -208,7 +209,7 @@ extern "C" fn free_answer(ctx: *mut raw::RedisModuleCtx, answer: *mut c_void) {
     }
     // SAFETY: `answer` is the Box made by `deliver`; the server calls this exactly once.
     let answer = unsafe { Box::from_raw(answer.cast::<Answer>()) };
-    if let (Delivery::Granted(owner), false) = (&answer.delivery, answer.delivered) {
+    if let (Delivery::Granted { owner, .. }, false) = (&answer.delivery, answer.delivered) {
         let context = Context::new(ctx);
         events::schedule_take_back(&context, answer.lock.clone(), owner.clone());
     }

@@ -91,7 +91,6 @@ fn may_block(ctx: &Context) -> bool {
 pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let req = request::parse_acquire(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
-    let owner = req.id.unwrap_or_else(new_owner_id);
     let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
     let client_id = caller_client_id(ctx);
     if req.session && client_id.is_none() {
@@ -105,7 +104,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Wait::Forever | Wait::NoWait => None,
     };
     let args = AcquireArgs {
-        owner,
+        owner: req.id.unwrap_or_else(new_owner_id),
         // A session lock always has a lease: its EX/PX, or the session-lease config.
         ttl_ms: match (req.session, req.ttl_ms) {
             (true, None) => Some(session_lease_ms()),
@@ -114,18 +113,31 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         timeout_ms,
         client_id,
         session: req.session,
+        fence: req.fence,
     };
     let outcome = run(ctx, &lock, |t, ks| {
         t.acquire(ks, &lock, &args, wants_to_wait)
     })?;
     match outcome {
-        AcquireOutcome::Acquired(id) => Ok(RedisValue::StringBuffer(id)),
+        AcquireOutcome::Acquired { owner, fence } => Ok(grant_reply(owner, fence)),
         AcquireOutcome::Busy => Ok(RedisValue::Null),
         AcquireOutcome::MustWait => {
             block(ctx, lock.clone(), args)?;
             deadlines::watch(ctx, &lock);
             Ok(RedisValue::NoReply)
         }
+    }
+}
+
+/// LOCK.ACQUIRE's reply to a grant, immediate or after waiting: the owner id, or with FENCE
+/// `[id, token]`.
+pub fn grant_reply(owner: Vec<u8>, fence: Option<i64>) -> RedisValue {
+    match fence {
+        None => RedisValue::StringBuffer(owner),
+        Some(token) => RedisValue::Array(vec![
+            RedisValue::StringBuffer(owner),
+            RedisValue::Integer(token),
+        ]),
     }
 }
 
@@ -234,7 +246,8 @@ fn parse_scan_reply(reply: CallResult<'static>) -> Result<(Vec<u8>, Vec<Vec<u8>>
     Ok((cursor, names))
 }
 
-/// `owner`, `ttl-ms` and `waiters` of one lock: a map in RESP3, a flat array in RESP2.
+/// `owner`, `ttl-ms`, `waiters`, `holder-client`, `held-ms` and `fence` of one lock: a map in
+/// RESP3, a flat array in RESP2.
 pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let name = request::parse_name_only(&arg_bytes(&args))?;
     let lock = lock_of(ctx, name)?;
@@ -264,6 +277,10 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     map.insert(
         RedisValueKey::String("held-ms".into()),
         held_ms.unwrap_or(RedisValue::Null),
+    );
+    map.insert(
+        RedisValueKey::String("fence".into()),
+        info.fence.map_or(RedisValue::Null, RedisValue::Integer),
     );
     map.insert(
         RedisValueKey::String("session".into()),
@@ -297,8 +314,7 @@ pub fn waiters(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 ("waited-ms", as_integer(w.waited_ms)),
                 ("timeout-ms", millis_or_minus_one(w.timeout_ms)),
                 ("ttl-ms", millis_or_minus_one(w.ttl_ms)),
-                // FENCE cannot be asked for by a waiter of this build.
-                ("fence", RedisValue::Integer(0)),
+                ("fence", RedisValue::Integer(i64::from(w.fence))),
                 ("session", RedisValue::Integer(i64::from(w.session))),
             ];
             let map: BTreeMap<RedisValueKey, RedisValue> = fields

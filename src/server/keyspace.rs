@@ -13,7 +13,7 @@ use redis_module::{
 };
 
 use crate::engine::keyspace::{KeyResult, Keyspace, KeyspaceError};
-use crate::keys::{lock_key, signal_key};
+use crate::keys::{fence_key, lock_key, signal_key};
 
 thread_local! {
     /// Depth of our own writes in progress. The keyspace-notification callback ignores events
@@ -124,6 +124,15 @@ impl ReadKey {
         }
     }
 
+    /// The string value, `None` if missing, `Err(WrongType)` for another type.
+    fn string_or_wrong_type(&self) -> KeyResult<Option<Vec<u8>>> {
+        match self.key_type() {
+            KeyType::Empty => Ok(None),
+            KeyType::String => Ok(self.string()),
+            _ => Err(KeyspaceError::WrongType),
+        }
+    }
+
     /// Milliseconds to expiry; -1 without expiry, -2 when missing (PTTL's answers).
     fn pttl(&self) -> i64 {
         if self.key_type() == KeyType::Empty {
@@ -161,12 +170,7 @@ fn refused(message: String) -> KeyspaceError {
 
 impl Keyspace for RedisKeyspace<'_> {
     fn owner(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>> {
-        let key = self.open(&lock_key(name));
-        match key.key_type() {
-            KeyType::Empty => Ok(None),
-            KeyType::String => Ok(key.string()),
-            _ => Err(KeyspaceError::WrongType),
-        }
+        self.open(&lock_key(name)).string_or_wrong_type()
     }
 
     fn ttl_ms(&mut self, name: &[u8]) -> KeyResult<i64> {
@@ -207,6 +211,17 @@ impl Keyspace for RedisKeyspace<'_> {
             CallReply::I64(n) => Ok(n.to_i64() > 0),
             _ => Ok(false),
         }
+    }
+
+    fn fence(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>> {
+        self.open(&fence_key(name)).string_or_wrong_type()
+    }
+
+    fn set_fence(&mut self, name: &[u8], token: i64) -> KeyResult<()> {
+        // Plain SET: no expiry, and one a user may have put on the key is cleared.
+        let token = token.to_string();
+        self.write("SET", &[&fence_key(name), token.as_bytes()])?;
+        Ok(())
     }
 
     fn push_signal(&mut self, name: &[u8], expire_ms: u64) -> KeyResult<()> {

@@ -14,7 +14,8 @@ use super::blocking::BlockedClient;
 use crate::engine::{Clock, LockTable};
 use crate::error::LockError;
 
-/// The server's wall clock in milliseconds (`mstime`, what key expiry is measured against).
+/// The server's wall clock in milliseconds (`mstime`, what key expiry is measured against) and
+/// microseconds (fencing tokens).
 pub struct ServerClock;
 
 impl Clock for ServerClock {
@@ -25,6 +26,17 @@ impl Clock for ServerClock {
             Some(now) => unsafe { now() }.max(0) as u64,
             None => 0,
         }
+    }
+
+    fn now_us(&self) -> u64 {
+        // SAFETY: as above; RedisModule_Microseconds exists from Redis 7.2 and in Valkey. Redis
+        // 7.0 lacks it: the same wall clock (gettimeofday) is read from the standard library.
+        if let Some(now) = unsafe { raw::RedisModule_Microseconds } {
+            return u64::try_from(unsafe { now() }).unwrap_or(0);
+        }
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     }
 }
 

@@ -29,6 +29,7 @@ from ._core import (  # noqa: F401 - the exceptions are this package's API
     NotExpirable,
     TimeoutNotUsable,
     TimeoutTooLarge,
+    info_fence,
     owner_text as _owner_text,
 )
 
@@ -57,7 +58,8 @@ class Lock(_LockRules):
     _lock_renewal_interval: float
     _lock_renewal_thread: Union[threading.Thread, None]
 
-    def __init__(self, redis_client, name, expire=None, id=None, auto_renewal=False, strict=True, signal_expire=1000, blocking=True):
+    def __init__(self, redis_client, name, expire=None, id=None, auto_renewal=False, strict=True, signal_expire=1000, blocking=True,
+                 fence=False, session=False):
         """
         :param redis_client:
             An instance of :class:`~StrictRedis`.
@@ -88,10 +90,23 @@ class Lock(_LockRules):
         :param blocking:
             Boolean value specifying whether lock should be blocking or not.
             Used in `__enter__` method.
+        :param fence:
+            (not in python-redis-lock) Acquire with ``LOCK.ACQUIRE … FENCE``: after each
+            successful acquire, ``self.token`` is the grant's fencing token, an int larger than
+            every token this lock had before, for the protected resource to check. Every
+            acquirer of a fenced lock must use it.
+        :param session:
+            (not in python-redis-lock) Acquire with ``LOCK.ACQUIRE … SESSION`` on a connection
+            of the client's pool that this Lock keeps until it is released: the server renews
+            the lease (``expire``, or its ``lock.session-lease`` without one) while that
+            connection is open and frees the lock the moment it closes (the process died).
+            Needs a ``redis.Redis`` client.
         """
         self._configure(redis_client, name, expire, id, auto_renewal, strict, signal_expire, blocking,
-                        client_class=StrictRedis)
+                        client_class=StrictRedis, fence=fence, session=session)
         self._lock_renewal_thread = None
+        # session=True: the pool connection the lock is bound to, kept until release.
+        self._session_conn = None
         self.register_scripts(redis_client)
 
     @property
@@ -102,7 +117,10 @@ class Lock(_LockRules):
         """
         Forcibly deletes the lock. Use this with care.
         """
-        self._client.execute_command(*self._reset_args())
+        try:
+            self._client.execute_command(*self._reset_args())
+        finally:
+            self._return_session_conn()
 
     def get_owner_id(self):
         return _owner_text(self._client.execute_command('LOCK.OWNER', self._lock_name))
@@ -125,7 +143,9 @@ class Lock(_LockRules):
                 raise AlreadyAcquired('Already acquired from this Lock instance.')
             raise error
 
-        reply = self._acquire(blocking, timeout)
+        reply, self.token, token_known = self._split_fence_reply(self._acquire(blocking, timeout))
+        if not token_known:
+            self.token = info_fence(self._client.execute_command('LOCK.INFO', self._lock_name))
         return self._acquired(reply, blocking, logger_for_acquire)
 
     def _acquire(self, blocking, timeout):
@@ -139,10 +159,13 @@ class Lock(_LockRules):
         client = self._client
         pool = getattr(client, 'connection_pool', None)
         if not isinstance(client, redis.Redis) or pool is None:
+            if self._session:
+                raise ValueError('session=True needs a redis.Redis client (its pool gives the session connection)')
             # strict=False with some other client: no control over its connections.
             return self._acquire_via_execute_command(blocking, timeout)
 
-        single = getattr(client, 'connection', None)
+        # A session lock lives on a pool connection of its own, never on a shared single one.
+        single = None if self._session else getattr(client, 'connection', None)
         guard = getattr(client, 'single_connection_lock', None) if single is not None else None
         if guard is not None:
             guard.acquire()
@@ -156,7 +179,10 @@ class Lock(_LockRules):
                 except TypeError:  # redis-py < 5.3 wants a command name
                     conn = pool.get_connection('LOCK.ACQUIRE')
             try:
-                return self._acquire_on(conn, blocking, timeout)
+                reply = self._acquire_on(conn, blocking, timeout)
+                if self._session and reply is not None:
+                    self._session_conn, conn = conn, None  # kept, bound to the lock, until release
+                return reply
             except _ResponseError as exc:
                 translated = self._acquire_failure(exc)
                 if translated is not None:
@@ -301,6 +327,14 @@ class Lock(_LockRules):
             if translated is not None:
                 raise translated from exc
             raise
+        finally:
+            self._return_session_conn()
+
+    def _return_session_conn(self):
+        """The lock is no longer this Lock's: its session connection goes back to the pool."""
+        conn, self._session_conn = self._session_conn, None
+        if conn is not None:
+            self._client.connection_pool.release(conn)
 
     def locked(self):
         """

@@ -70,6 +70,16 @@ def fmt_seconds(seconds):
     return f'{max(seconds, 0.001):.3f}'
 
 
+def info_fence(info):
+    """The ``fence`` field of a LOCK.INFO reply (RESP2 flat array or RESP3 map)."""
+    if isinstance(info, (list, tuple)):
+        info = dict(zip(info[::2], info[1::2]))
+    for key, value in (info or {}).items():
+        if key in (b'fence', 'fence'):
+            return value
+    return None
+
+
 def owner_text(reply):
     """LOCK.OWNER's reply as python-redis-lock's get_owner_id() returns it (str or None)."""
     if isinstance(reply, bytes):
@@ -86,8 +96,12 @@ class LockRules:
     #: Without a socket timeout the whole wait is one command.
     _wait_chunk: float = 30.0
 
+    #: The fencing token of the last successful acquire (an int) when the Lock was made with
+    #: ``fence=True``; None otherwise, and before the first acquire.
+    token = None
+
     def _configure(self, redis_client, name, expire, id, auto_renewal, strict, signal_expire, blocking,
-                   client_class):
+                   client_class, fence=False, session=False):
         """The constructor of python-redis-lock's Lock: same checks, same order, same messages."""
         if strict and not isinstance(redis_client, client_class):
             raise ValueError("redis_client must be instance of StrictRedis. Use strict=False if you know what you're doing.")
@@ -122,6 +136,10 @@ class LockRules:
         self._lock_name = name
         self._lock_renewal_interval = float(expire) * 2 / 3 if auto_renewal else None
         self.blocking = blocking
+        # Not in python-redis-lock: LOCK.ACQUIRE … FENCE / SESSION.
+        self._fence = bool(fence)
+        self._session = bool(session)
+        self.token = None
 
     @property
     def id(self):
@@ -149,11 +167,24 @@ class LockRules:
         return timeout or None, None
 
     def _acquire_args(self):
-        # FENCE / SESSION (the fence= / session= constructor options) are appended here.
         args = ['LOCK.ACQUIRE', self._lock_name, 'ID', self._id]
         if self._expire is not None:
             args += ['EX', self._expire]
+        if self._fence:
+            args.append('FENCE')
+        if self._session:
+            args.append('SESSION')
         return args
+
+    def _split_fence_reply(self, reply):
+        """LOCK.ACQUIRE's reply → (owner or None, token, token_known). A FENCE grant answers
+        ``[id, token]``; a grant whose reply was lost (the owner was read back instead) is the id
+        alone, and its token must then be read from LOCK.INFO (``token_known`` False)."""
+        if not self._fence or reply is None:
+            return reply, None, True
+        if isinstance(reply, (list, tuple)) and len(reply) == 2:
+            return reply[0], reply[1], True
+        return reply, None, False
 
     def _nowait_args(self):
         return self._acquire_args() + ['NOWAIT']

@@ -34,6 +34,7 @@ from . import (  # noqa: F401 - the same exception classes as the sync drop-in
     TimeoutTooLarge,
 )
 from ._core import LockRules as _LockRules
+from ._core import info_fence
 from ._core import owner_text as _owner_text
 
 logger_for_acquire = getLogger(f'{__name__}.acquire')
@@ -94,18 +95,20 @@ class Lock(_LockRules):
     #: before closing the connection and reading the owner back instead.
     _cancel_grace: float = 5.0
 
-    def __init__(self, redis_client, name, expire=None, id=None, auto_renewal=False, strict=True, signal_expire=1000, blocking=True):
+    def __init__(self, redis_client, name, expire=None, id=None, auto_renewal=False, strict=True, signal_expire=1000, blocking=True,
+                 fence=False, session=False):
         """
-        The parameters of ``redis_lock_native.Lock`` (python-redis-lock's), with a
-        ``redis.asyncio.Redis`` as ``redis_client``. The sync drop-in's future options
-        (``fence=``, ``session=``) are added here the same way: to the signature, stored by
-        ``_configure`` and sent by ``_acquire_args`` (redis_lock_native/_core.py).
+        The parameters of ``redis_lock_native.Lock`` (python-redis-lock's, plus ``fence=`` and
+        ``session=``), with a ``redis.asyncio.Redis`` as ``redis_client``. With ``session=True``
+        the lock is acquired on a connection of its own that this Lock keeps open until the lock
+        is released: the server frees the lock the moment that connection closes.
 
         Auto-renewal runs as an asyncio task every ``expire*2/3`` seconds; subclass and set
         ``self._lock_renewal_interval`` for another interval, as with the sync drop-in.
         """
         self._configure(redis_client, name, expire, id, auto_renewal, strict, signal_expire, blocking,
-                        client_class=redis.asyncio.Redis)
+                        client_class=redis.asyncio.Redis, fence=fence, session=session)
+        self._session_conn = None
         self._lock_renewal_task = None
         self._lock_renewal_stop = None
         self.register_scripts(redis_client)
@@ -115,7 +118,10 @@ class Lock(_LockRules):
         Forcibly deletes the lock. Use this with care.
         """
         await self._stop_lock_renewer()
-        await self._client.execute_command(*self._reset_args())
+        try:
+            await self._client.execute_command(*self._reset_args())
+        finally:
+            await self._close_session_conn()
 
     async def get_owner_id(self):
         return _owner_text(await self._client.execute_command('LOCK.OWNER', self._lock_name))
@@ -135,7 +141,9 @@ class Lock(_LockRules):
                 raise AlreadyAcquired('Already acquired from this Lock instance.')
             raise error
 
-        reply = await self._acquire(blocking, timeout)
+        reply, self.token, token_known = self._split_fence_reply(await self._acquire(blocking, timeout))
+        if not token_known:
+            self.token = info_fence(await self._client.execute_command('LOCK.INFO', self._lock_name))
         return self._acquired(reply, blocking, logger_for_acquire)
 
     async def _acquire(self, blocking, timeout):
@@ -144,9 +152,16 @@ class Lock(_LockRules):
         client = self._client
         pool = getattr(client, 'connection_pool', None)
         if not isinstance(client, redis.asyncio.Redis) or pool is None:
+            if self._session:
+                raise ValueError('session=True needs a redis.asyncio.Redis client')
             # strict=False with some other client: no control over its connections.
             args = self._wait_args(timeout) if blocking else self._nowait_args()
             return await self._attempt(client.execute_command(*args))
+        if self._session:
+            # The lock is bound to the connection it is acquired on: always one of its own.
+            waiting = _Waiting()
+            work = self._wait_on_own_connection(pool, timeout, waiting, nowait=not blocking)
+            return await self._attempt(work, waiting)
         # One try first, on a pooled connection (answered at once): an uncontended lock costs
         # one round trip and no connection of its own.
         reply = await self._attempt(self._nowait_on_pool(pool))
@@ -200,16 +215,22 @@ class Lock(_LockRules):
         finally:
             await pool.release(conn)
 
-    async def _wait_on_own_connection(self, pool, timeout, waiting):
-        """The blocking LOCK.ACQUIRE(s) of one acquire, on a new connection with the pool's settings.
+    async def _wait_on_own_connection(self, pool, timeout, waiting, nowait=False):
+        """The blocking LOCK.ACQUIRE(s) of one acquire, on a new connection with the pool's settings
+        (one NOWAIT try with `nowait`). A SESSION grant keeps the connection: the lock lives on it.
 
         The connection's socket timeout is not applied to a read: each reply is awaited as long
         as the command may block plus that socket timeout (see LockRules._waits)."""
         conn = pool.make_connection()
         margin = conn.socket_timeout
         conn.socket_timeout = None  # reads are bounded below instead
+        reply = None
         try:
             await conn.connect()
+            if nowait:
+                await conn.send_command(*self._nowait_args())
+                reply = await conn.read_response()
+                return reply
             for wait in self._waits(timeout, margin):
                 if waiting.abandoned:
                     return None
@@ -235,6 +256,15 @@ class Lock(_LockRules):
             return None
         finally:
             waiting.learned(None)
+            if self._session and reply is not None and not waiting.abandoned:
+                self._session_conn = conn
+            else:
+                await conn.disconnect()
+
+    async def _close_session_conn(self):
+        """The lock is no longer this Lock's: close the connection a SESSION lock lived on."""
+        conn, self._session_conn = self._session_conn, None
+        if conn is not None:
             await conn.disconnect()
 
     async def _abandon(self, task, waiting):
@@ -282,6 +312,7 @@ class Lock(_LockRules):
             except Exception:  # noqa: BLE001 - nobody to tell; it expires if it has an expire
                 logger_for_acquire.warning('Could not release Lock(%r) after a cancelled acquire.',
                                            self._name, exc_info=True)
+        await self._close_session_conn()
 
     async def extend(self, expire=None):
         """
@@ -376,6 +407,8 @@ class Lock(_LockRules):
             if translated is not None:
                 raise translated from exc
             raise
+        finally:
+            await self._close_session_conn()
 
     async def locked(self):
         """

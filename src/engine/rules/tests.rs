@@ -28,6 +28,7 @@ fn args(client: &str, ttl: Option<u64>) -> AcquireArgs {
         timeout_ms: None,
         client_id: Some(client_id(client)),
         session: false,
+        fence: false,
     }
 }
 
@@ -81,7 +82,13 @@ impl Scenario {
     }
 
     fn granted(client: &'static str) -> (&'static str, Delivery) {
-        (client, Delivery::Granted(client.as_bytes().to_vec()))
+        (
+            client,
+            Delivery::Granted {
+                owner: client.as_bytes().to_vec(),
+                fence: None,
+            },
+        )
     }
 }
 
@@ -90,7 +97,10 @@ fn free_lock_is_acquired_with_its_expiry() {
     let mut s = Scenario::new();
     assert_eq!(
         s.acquire("a", "x", Some(500)),
-        AcquireOutcome::Acquired(b"a".to_vec())
+        AcquireOutcome::Acquired {
+            owner: b"a".to_vec(),
+            fence: None
+        }
     );
     assert_eq!(s.ks.log, ["SET lock:x a PX 500"]);
     assert_eq!(s.ks.pttl(b"lock:x"), 500);
@@ -426,6 +436,7 @@ fn info_reports_owner_ttl_and_waiters() {
             ttl_ms: -2,
             waiters: 0,
             holder: None,
+            fence: None,
             session: None,
         }
     );
@@ -440,6 +451,7 @@ fn info_reports_owner_ttl_and_waiters() {
             ttl_ms: 280,
             waiters: 1,
             holder: Some((Some(client_id("a")), 20)),
+            fence: None,
             session: None,
         }
     );

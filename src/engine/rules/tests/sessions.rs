@@ -118,7 +118,11 @@ fn a_connection_that_lost_its_lock_never_frees_the_new_holders() {
             ..args("a", None)
         };
         let got = s.table.acquire(&mut s.ks, &lock("x"), &b, false).unwrap();
-        assert_eq!(got, AcquireOutcome::Acquired(b"a".to_vec()), "{how}");
+        let granted = AcquireOutcome::Acquired {
+            owner: b"a".to_vec(),
+            fence: None,
+        };
+        assert_eq!(got, granted, "{how}");
         assert!(!s.closed("a", "x"), "{how}: a stale close freed the lock");
         assert_eq!(s.owner("x").as_deref(), Some("a"), "{how}");
         assert_eq!(s.table.session_count(), 0, "{how}: binding left behind");
