@@ -59,10 +59,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+# ARGV[3]: the record's letter, E (entry) unless given: a session holder's periodic note of
+# its lock's current (server-renewed) deadline is the same record with X
 ENTER = """
 local t = redis.call('TIME')
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('RPUSH', KEYS[2], 'E|' .. ARGV[2] .. '|' .. t[1] .. string.format('%06d', t[2]) ..
+redis.call('RPUSH', KEYS[2], (ARGV[3] or 'E') .. '|' .. ARGV[2] .. '|' .. t[1] .. string.format('%06d', t[2]) ..
            '|' .. redis.call('PEXPIRETIME', KEYS[1]))
 return 1
 """
@@ -73,14 +75,6 @@ local t = redis.call('TIME')
 redis.call('RPUSH', KEYS[2], 'X|' .. ARGV[2] .. '|' .. t[1] .. string.format('%06d', t[2]) ..
            '|' .. redis.call('PEXPIRETIME', KEYS[1]))
 return 'OK'
-"""
-# a session holder's note of its lock's current (server-renewed) deadline, only while it owns it
-NOTE = """
-local t = redis.call('TIME')
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('RPUSH', KEYS[2], 'X|' .. ARGV[2] .. '|' .. t[1] .. string.format('%06d', t[2]) ..
-           '|' .. redis.call('PEXPIRETIME', KEYS[1]))
-return 1
 """
 # KEYS: rec lists; ARGV[1]: the tag of a session worker about to lose its connection
 DEATH = """
@@ -355,7 +349,7 @@ class ModuleWorker(WorkerBase):
         end = time.monotonic() + secs
         while (left := end - time.monotonic()) > 0:
             time.sleep(min(0.1, left))
-            if conn.call("EVAL", NOTE, 2, key, rec, section, section) != 1:
+            if conn.call("EVAL", ENTER, 2, key, rec, section, section, "X") != 1:
                 time.sleep(max(0.0, end - time.monotonic()))
                 return
 
