@@ -4,16 +4,13 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis
-import redis_lock
 
-from harness import (Background, acquire_bg, error_code, lock_info, wait_until, wait_waiters)
+from harness import acquire_bg, lock_info, wait_until, wait_waiters
 from topology import info_field, start_replica, sync
 
-HERE = Path(__file__).resolve().parent
 
 HOLDER = """
 import sys, time, redis
@@ -46,18 +43,32 @@ def test_sigkilled_holder_hands_the_lock_to_the_next_module_waiter_at_once(serve
     assert int(info_field(c, "lock", "lock_session_frees")) == 1
 
 
-def test_sigkilled_holder_wakes_a_python_redis_lock_waiter(server):
+PY_WAITER = """
+import sys, redis, redis_lock
+conn = redis.Redis(port=int(sys.argv[1]))
+lock = redis_lock.Lock(conn, "x", id="py")
+print("waiting", flush=True)
+print(lock.acquire(timeout=20), flush=True)
+"""
+
+
+def test_sigkilled_holder_wakes_a_python_redis_lock_process(server):
+    c = server.client()
     holder = start_holder(server)
-    conn = server.client()
-    plock = redis_lock.Lock(conn, "x", id="py")
-    result = Background(server, lambda _: plock.acquire(timeout=20)).start()
-    time.sleep(0.2)  # python-redis-lock polls nothing: it is in BLPOP now
+    waiter = subprocess.Popen([sys.executable, "-c", PY_WAITER, str(server.port)],
+                              stdout=subprocess.PIPE, text=True)
+    assert waiter.stdout.readline().strip() == "waiting"
+    # python-redis-lock's acquire: SET NX fails, then BLPOP on the signal key.
+    wait_until(lambda: int(info_field(c, "clients", "blocked_clients")) == 1, timeout=10,
+               message="python waiter in BLPOP")
     t0 = time.monotonic()
     holder.kill()
     holder.wait()
-    assert result.result() is True
-    assert time.monotonic() - t0 < 1.0
-    assert conn.get("lock:x") == b"py"
+    assert waiter.stdout.readline().strip() == "True"
+    took = time.monotonic() - t0
+    waiter.wait(timeout=10)
+    assert took < 1.0, f"python waiter woke {took * 1000:.0f} ms after the holder died"
+    assert c.get("lock:x") == b"py"
 
 
 def test_a_short_lease_holds_while_the_connection_lives(server, make_server):

@@ -76,6 +76,11 @@ impl Sessions {
         self.by_lock.get(lock).map(|b| b.client_id)
     }
 
+    /// True if the connection holds a session lock (checked on every disconnect: no allocation).
+    pub fn holds_any(&self, client_id: u64) -> bool {
+        self.by_client.contains_key(&client_id)
+    }
+
     /// The locks bound to a connection (that has closed), in no particular order.
     pub fn locks_of(&self, client_id: u64) -> Vec<LockKey> {
         self.by_client
@@ -180,6 +185,7 @@ mod tests {
         s.bind(&lock("a"), 7, 1000, 0);
         s.bind(&lock("b"), 7, 1000, 0);
         s.bind(&lock("c"), 8, 1000, 0);
+        assert!(s.holds_any(7) && !s.holds_any(9));
         let mut mine = s.locks_of(7);
         mine.sort();
         assert_eq!(mine, [lock("a"), lock("b")]);
@@ -188,7 +194,7 @@ mod tests {
         assert_eq!(s.locks_of(7), [lock("b")]);
         // Handed to another connection's session: the old connection no longer has it.
         s.bind(&lock("b"), 8, 1000, 5);
-        assert!(s.locks_of(7).is_empty());
+        assert!(s.locks_of(7).is_empty() && !s.holds_any(7));
         assert_eq!(s.client_of(&lock("b")), Some(8));
         assert_eq!(s.len(), 2);
     }

@@ -67,7 +67,7 @@ extern "C" fn on_client_change(
     let id = info.id;
     // Most connections hold no session lock: spare them the timer. If the table is busy (this
     // fired inside one of our own operations), record the id anyway: the free step checks.
-    let holds_some = with_table(|t| !t.locks_bound_to(id).is_empty()).unwrap_or(true);
+    let holds_some = with_table(|t| t.holds_session(id)).unwrap_or(true);
     if !holds_some {
         return;
     }

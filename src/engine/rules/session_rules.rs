@@ -28,6 +28,11 @@ impl<C, K: Clock> LockTable<C, K> {
         self.sessions.locks_of(client_id)
     }
 
+    /// True if the connection holds a session lock.
+    pub fn holds_session(&self, client_id: u64) -> bool {
+        self.sessions.holds_any(client_id)
+    }
+
     /// True while `lock` is the bound grant of `client_id` (checked against the key).
     fn still_bound(&self, ks: &mut impl Keyspace, lock: &LockKey, client_id: u64) -> bool {
         if self.sessions.client_of(lock) != Some(client_id) {
