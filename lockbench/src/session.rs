@@ -358,3 +358,56 @@ pub fn markdown(s: &mut String, r: &SessionResults) {
         let _ = writeln!(s);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn death_points_vary_and_stay_in_span() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let pts: Vec<u64> = (0..50).map(|_| next_rand(&mut seed) % 1000).collect();
+        assert!(pts.iter().all(|&p| p < 1000));
+        let distinct: std::collections::HashSet<_> = pts.iter().collect();
+        assert!(distinct.len() > 40, "{pts:?}");
+    }
+
+    #[test]
+    fn markdown_states_the_target() {
+        for (bytes, met) in [
+            (100.0, "target ≤ 128 B: yes"),
+            (128.0, "target ≤ 128 B: yes"),
+            (515.0, "target ≤ 128 B: **no**"),
+        ] {
+            let r = SessionResults {
+                death: vec![],
+                locks: 10,
+                per_binding: bytes,
+                per_binding_nc: bytes,
+            };
+            let mut s = String::new();
+            markdown(&mut s, &r);
+            assert!(s.contains(met), "{bytes}: {s}");
+            assert!(s.contains(&format!("**{bytes:.0} B per binding**")), "{s}");
+        }
+    }
+
+    #[test]
+    fn markdown_lists_every_death_row() {
+        let d = |label: &str, ms: u64| DeathResult {
+            label: label.into(),
+            lat: stats::summarize(vec![ms * 1_000_000]),
+            samples: 1,
+            missed: 0,
+        };
+        let r = SessionResults {
+            death: vec![d("a", 1), d("b", 1500)],
+            ..Default::default()
+        };
+        let mut s = String::new();
+        markdown(&mut s, &r);
+        assert!(s.contains("| a | 1 | 1.00 | 1.00 | 1.00 | 0 |"), "{s}");
+        assert!(s.contains("| b | 1 | 1500.00 |"), "{s}");
+        assert!(!s.contains("per binding"), "{s}");
+    }
+}
