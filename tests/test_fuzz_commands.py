@@ -1263,3 +1263,5 @@ def test_chaos_short():
         f"chaos run (seed {seed}) failed with exit code {proc.returncode}:\n"
         f"{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}")
     assert "overlaps: 0" in proc.stdout, proc.stdout[-3000:]
+    # session holders (SESSION locks, freed when their connection closes) take part
+    assert "3 session workers" in proc.stdout, proc.stdout[-3000:]

@@ -31,6 +31,7 @@ pub struct Config {
     pub settle: Duration,
     pub settle_limit: Duration,
     pub prl_get: bool,
+    pub session: crate::session::SessionConfig,
     pub scenarios: Vec<String>,
 }
 
@@ -95,6 +96,7 @@ pub struct Results {
     pub expiry: Vec<ExpiryResult>,
     pub mem: Vec<MemResult>,
     pub handoff: Vec<HandoffRun>,
+    pub session: Option<crate::session::SessionResults>,
     pub anomalies: Vec<String>,
 }
 
@@ -218,7 +220,7 @@ impl Bench {
 
     /// Waits until only `expect` clients (ours that should stay) are connected, then FLUSHALL and
     /// CONFIG RESETSTAT.
-    async fn clean(&mut self, expect: usize) -> Result<(), String> {
+    pub(crate) async fn clean(&mut self, expect: usize) -> Result<(), String> {
         self.alive()?;
         let t0 = Instant::now();
         loop {
@@ -572,7 +574,7 @@ impl Bench {
     /// were unblocked, Redis frees its pool of module temp clients 50 per 100 ms (modulesCron).
     /// So: wait `settle`, then until three readings 500 ms apart agree. Returns medians of the
     /// last 3 readings of (used_memory, used_memory − mem_clients_normal) and the seconds waited.
-    async fn settled_memory(&mut self, what: &str) -> Result<((f64, f64), f64), String> {
+    pub(crate) async fn settled_memory(&mut self, what: &str) -> Result<((f64, f64), f64), String> {
         let t0 = Instant::now();
         tokio::time::sleep(self.cfg.settle).await;
         let mut a: Vec<f64> = Vec::new();

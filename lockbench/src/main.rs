@@ -9,6 +9,7 @@ mod proto;
 mod report;
 mod resp;
 mod server;
+mod session;
 mod stats;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -33,7 +34,8 @@ OPTIONS
   --quick                 small counts and short runs (whole run < 60 s); for CI smoke
   --duration SECS         length of each measured run (default 2, quick 0.5)
   --rounds N              rounds per scenario; protocols alternate within a round (default 5, quick 1)
-  --scenarios LIST        comma list of: uncontended, contended, expiry, queue, cpu, all (default all)
+  --scenarios LIST        comma list of: uncontended, contended, expiry, queue, cpu, session, all
+                          (default all)
   --clients LIST          uncontended client counts (default 1,16,256)
   --contended-clients N   clients on the one lock (default 16)
   --waiters N             queue-scale waiters (default 10000, quick 1000)
@@ -123,7 +125,17 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     for s in &a.scenarios {
-        if !["uncontended", "contended", "expiry", "queue", "cpu", "all"].contains(&s.as_str()) {
+        if ![
+            "uncontended",
+            "contended",
+            "expiry",
+            "queue",
+            "cpu",
+            "session",
+            "all",
+        ]
+        .contains(&s.as_str())
+        {
             return Err(format!("unknown scenario {s:?}"));
         }
     }
@@ -225,6 +237,10 @@ async fn run(a: Args) -> Result<(), String> {
         settle: Duration::from_millis(3000),
         settle_limit: Duration::from_secs(90),
         prl_get: a.prl_get,
+        session: session::SessionConfig {
+            samples: if quick { 6 } else { 50 },
+            locks: if quick { 1000 } else { 10_000 }.min(waiters),
+        },
         scenarios,
     };
     let cfg = Config {
@@ -365,11 +381,12 @@ fn describe_module(r: &resp::Reply) -> Option<String> {
 }
 
 async fn run_scenarios(b: &mut Bench) -> Result<(), String> {
-    let steps: [(&str, &str); 4] = [
+    let steps: [(&str, &str); 5] = [
         ("uncontended", "uncontended (C clients, each its own lock)"),
         ("contended", "contended (clients on one lock)"),
         ("expiry", "expiry hand-off"),
         ("queue", "queue scale"),
+        ("session", "session locks (holder death, binding memory)"),
     ];
     for (key, title) in steps {
         if !b.cfg.wants(key) {
@@ -381,6 +398,7 @@ async fn run_scenarios(b: &mut Bench) -> Result<(), String> {
             "uncontended" => b.uncontended().await?,
             "contended" => b.contended().await?,
             "expiry" => b.expiry().await?,
+            "session" => b.sessions().await?,
             _ => b.queue_scale().await?,
         }
         eprintln!("lockbench: {title} took {:.1} s", t.elapsed().as_secs_f64());

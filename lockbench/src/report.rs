@@ -509,6 +509,10 @@ pub fn markdown(h: &Header, res: &Results, chart_name: Option<&str>) -> String {
         let _ = writeln!(s);
     }
 
+    if let Some(r) = &res.session {
+        crate::session::markdown(&mut s, r);
+    }
+
     if !res.anomalies.is_empty() {
         let _ = writeln!(s, "## Anomalies seen during the run\n");
         for a in &res.anomalies {

@@ -7,20 +7,27 @@ seconds runs worker processes that contend on a few locks:
 - module workers: LOCK.ACQUIRE <lock> ID <id> PX <ms> TIMEOUT <s> | NOWAIT over RESP2 or RESP3,
   a critical section, sometimes LOCK.EXTEND (from Lua), then LOCK.RELEASE;
 - python-redis-lock workers: redis_lock.Lock(conn, name, expire=..., id=...).acquire(...), a
-  critical section, release().
+  critical section, release();
+- session workers: module workers whose LOCK.ACQUIRE carries SESSION (the lock is bound to their
+  connection, the server renews its lease, closing the connection frees it at once); while
+  holding they record the lock's current deadline every ~100 ms.
 
 Inside its critical section a holder writes, with the connection that holds the lock and in one
 Lua script each (so the record is atomic with an ownership check):
     E|<section>|<TIME us>|<PEXPIRETIME ms>   on entry (only if GET lock:<name> is its id)
     X|<section>|<TIME us>|<PEXPIRETIME ms>   after LOCK.EXTEND (done inside the same script)
+    X|<section>|<TIME us>|<PEXPIRETIME ms>   a session holder's periodic note (renewed lease)
     L|<section>|<TIME us>|<1 if still owner else 0>   on exit
 to the list chaos:rec:<name>. The chaos monkey (this process) meanwhile SIGKILLs holders and
 waiters, CLIENT KILLs connections, pauses the server (DEBUG SLEEP, CLIENT PAUSE WRITE/ALL) and
 force-frees locks (LOCK.RESET / LOCK.RESETALL / DEL from Lua, recorded as R|<TIME us>|<what>).
+Before it SIGKILLs a session worker or CLIENT KILLs its connection it SIGSTOPs the worker, waits
+20 ms and records D|<worker tag>|<TIME us> (the connection is still open then, so the lock is
+still held: the record is no later than the moment the server frees it).
 
 A section is valid from its entry until: its exit if it still owned the lock then; otherwise
 the last recorded deadline (a killed or stalled holder's lock lasts until it expires), or an
-earlier reset. An overlap is a section entered while an earlier section of the same lock was
+earlier reset; a session section also ends at its worker's first D record after its entry. An overlap is a section entered while an earlier section of the same lock was
 still valid (with 1 ms of slack only where the end is a millisecond deadline).
 
 Also checked: every module waiter that was not killed got exactly one reply per LOCK.ACQUIRE
@@ -33,7 +40,7 @@ Exit status 0 when no violation was found. Prints a summary:
     waiters with != 1 reply, orphaned locks.
 
 Usage: tools/reliability/chaos.py [--duration 60] [--seed N] [--locks 3] [--module-workers 6]
-       [--python-workers 3]
+       [--python-workers 3] [--session-workers 3]
 """
 
 from __future__ import annotations
@@ -52,10 +59,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
+# ARGV[3]: the record's letter, E (entry) unless given: a session holder's periodic note of
+# its lock's current (server-renewed) deadline is the same record with X
 ENTER = """
 local t = redis.call('TIME')
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('RPUSH', KEYS[2], 'E|' .. ARGV[2] .. '|' .. t[1] .. string.format('%06d', t[2]) ..
+redis.call('RPUSH', KEYS[2], (ARGV[3] or 'E') .. '|' .. ARGV[2] .. '|' .. t[1] .. string.format('%06d', t[2]) ..
            '|' .. redis.call('PEXPIRETIME', KEYS[1]))
 return 1
 """
@@ -66,6 +75,14 @@ local t = redis.call('TIME')
 redis.call('RPUSH', KEYS[2], 'X|' .. ARGV[2] .. '|' .. t[1] .. string.format('%06d', t[2]) ..
            '|' .. redis.call('PEXPIRETIME', KEYS[1]))
 return 'OK'
+"""
+# KEYS: rec lists; ARGV[1]: the tag of a session worker about to lose its connection
+DEATH = """
+local t = redis.call('TIME')
+for i = 1, #KEYS do
+  redis.call('RPUSH', KEYS[i], 'D|' .. ARGV[1] .. '|' .. t[1] .. string.format('%06d', t[2]))
+end
+return 1
 """
 LEAVE = """
 local t = redis.call('TIME')
@@ -277,7 +294,8 @@ class ModuleWorker(WorkerBase):
         self.stats["cycles"] += 1
         self.stats["requests"] += 1
         t0 = time.monotonic()
-        conn.send("LOCK.ACQUIRE", name, "ID", section, "PX", px, *wait)
+        session = ["SESSION"] if self.a.worker == "session" else []
+        conn.send("LOCK.ACQUIRE", name, "ID", section, "PX", px, *wait, *session)
         try:
             reply = conn.read(limit + SOCKET_SLACK)
         except socket.timeout:
@@ -305,13 +323,13 @@ class ModuleWorker(WorkerBase):
             self.stats["lost_before_enter"] += 1
             return
         self.stats["sections"] += 1
-        time.sleep(self.hold_time())
+        self.hold(conn, key, rec, section, self.hold_time())
         if rng.random() < 0.2:
             r = conn.call("EVAL", EXTEND, 2, key, rec, section, section, name,
                           rng.choice([500, 2000]))
             if r == b"OK":
                 self.stats["extends"] += 1
-                time.sleep(self.hold_time() / 2)
+                self.hold(conn, key, rec, section, self.hold_time() / 2)
         owned = conn.call("EVAL", LEAVE, 2, key, rec, section, section)
         if owned != 1:
             self.stats["lost_at_leave"] += 1
@@ -320,6 +338,20 @@ class ModuleWorker(WorkerBase):
             self.stats["release_not_acquired"] += 1
             if not str(r).startswith("NOTACQUIRED"):
                 self.violation("release error", lock=name, error=str(r))
+
+
+    def hold(self, conn, key, rec, section, secs):
+        """The critical section. A session lock's lease is renewed by the server, so the deadline
+        recorded at entry goes stale: a session holder notes the current one every ~100 ms."""
+        if self.a.worker != "session":
+            time.sleep(secs)
+            return
+        end = time.monotonic() + secs
+        while (left := end - time.monotonic()) > 0:
+            time.sleep(min(0.1, left))
+            if conn.call("EVAL", ENTER, 2, key, rec, section, section, "X") != 1:
+                time.sleep(max(0.0, end - time.monotonic()))
+                return
 
 
 class PythonWorker(WorkerBase):
@@ -374,7 +406,7 @@ class PythonWorker(WorkerBase):
 
 
 def worker_main(a):
-    w = ModuleWorker(a) if a.worker == "module" else PythonWorker(a)
+    w = PythonWorker(a) if a.worker == "python" else ModuleWorker(a)
     w.main()
 
 
@@ -396,7 +428,7 @@ class Chaos:
         self.workers = {}  # pid -> (Popen, kind, index, outfile)
         self.counts = {k: 0 for k in (
             "sigkill_holders", "sigkill_waiters", "client_kills", "debug_sleeps",
-            "client_pauses", "resets", "deletes", "resetalls", "spawned")}
+            "client_pauses", "resets", "deletes", "resetalls", "spawned", "session_deaths")}
         self.violations = []
 
     # -- server ----------------------------------------------------------------------------
@@ -448,14 +480,31 @@ class Chaos:
 
     @staticmethod
     def pid_of_tag(tag):
-        # tags look like "m3-12345" / "p1-12345"; client names are "chaos-<tag>"
+        # tags look like "m3-12345" / "p1-12345" / "s0-12345"; client names are "chaos-<tag>"
         try:
             return int(tag.split("-")[1])
         except (IndexError, ValueError):
             return None
 
+    def session_death(self, pid):
+        """Before a session worker loses its connection: freeze it, let what it already sent
+        arrive, and record D (its lock is still held until the server sees the close)."""
+        if pid not in self.workers or self.workers[pid][1] != "session":
+            return False
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.02)
+        tag = f"s{self.workers[pid][2]}-{pid}"
+        names = [f"c{i}" for i in range(self.a.locks)]
+        self.ctl.call("EVAL", DEATH, len(names), *[f"chaos:rec:{n}" for n in names], tag)
+        self.counts["session_deaths"] += 1
+        return True
+
     def kill_pid(self, pid):
         if pid in self.workers:
+            self.session_death(pid)
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -503,8 +552,16 @@ class Chaos:
         elif r < 0.65:  # CLIENT KILL a worker's connection
             cs = self.clients()
             if cs:
-                if self.ctl.call("CLIENT", "KILL", "ID", rng.choice(cs)["id"]) in (1, b"OK"):
+                victim = rng.choice(cs)
+                pid = self.pid_of_tag(victim["name"][len("chaos-"):])
+                stopped = self.session_death(pid)
+                if self.ctl.call("CLIENT", "KILL", "ID", victim["id"]) in (1, b"OK"):
                     self.counts["client_kills"] += 1
+                if stopped:
+                    try:
+                        os.kill(pid, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
         elif r < 0.73:
             self.ctl.call("DEBUG", "SLEEP", rng.choice(["0.1", "0.3", "0.6"]))
             self.counts["debug_sleeps"] += 1
@@ -530,7 +587,7 @@ class Chaos:
         for i in range(self.a.locks):
             name = f"c{i}"
             recs = self.ctl.call("LRANGE", f"chaos:rec:{name}", 0, -1)
-            sections, resets = {}, []
+            sections, resets, deaths = {}, [], {}
             for raw in recs:
                 f = raw.decode().split("|")
                 if f[0] == "E":
@@ -543,6 +600,8 @@ class Chaos:
                     sections[f[1]]["owned_at_leave"] = f[3] == "1"
                 elif f[0] == "R":
                     resets.append(int(f[1]))
+                elif f[0] == "D":
+                    deaths.setdefault(f[1], []).append(int(f[2]))
             for s in sections.values():
                 if s["owned_at_leave"]:
                     end, exact = s["leave"], True
@@ -551,6 +610,11 @@ class Chaos:
                     end, exact = (float("inf") if d < 0 else d * 1000), False
                     if d < 0:
                         self.violations.append(f"{name}: section {s['id']} held a lock without expiry")
+                # a session lock is freed when its connection closes: no later than the D record
+                tag = s["id"].rsplit("-", 1)[0]
+                later_deaths = [d for d in deaths.get(tag, []) if d > s["start"]]
+                if not s["owned_at_leave"] and later_deaths and later_deaths[0] < end:
+                    end, exact = later_deaths[0], True
                 later_resets = [r for r in resets if r > s["start"]]
                 if later_resets and later_resets[0] < end:
                     end, exact = later_resets[0], True
@@ -572,13 +636,16 @@ class Chaos:
         a = self.a
         self.start_server()
         print(f"chaos: seed {a.seed}, {a.duration}s, server {self.server._argv()[0]} port "
-              f"{self.port}, {a.module_workers} module + {a.python_workers} python workers, "
+              f"{self.port}, {a.module_workers} module + {a.python_workers} python + "
+              f"{a.session_workers} session workers, "
               f"{a.locks} locks", flush=True)
         try:
             for i in range(a.module_workers):
                 self.spawn("module", i)
             for i in range(a.python_workers):
                 self.spawn("python", i)
+            for i in range(a.session_workers):
+                self.spawn("session", i)
             t_end = time.monotonic() + a.duration
             time.sleep(min(1.0, a.duration / 5))
             while time.monotonic() < t_end:
@@ -677,6 +744,7 @@ class Chaos:
             f"{getattr(self, 'boundary', 0)})",
             f"kills: {kills} (holders {c['sigkill_holders']}, waiters {c['sigkill_waiters']} SIGKILLed)",
             f"client kills: {c['client_kills']}",
+            f"session workers' connections closed by kills: {c['session_deaths']}",
             f"pauses: {c['debug_sleeps'] + c['client_pauses']} (DEBUG SLEEP {c['debug_sleeps']}, "
             f"CLIENT PAUSE {c['client_pauses']})",
             f"forced frees: LOCK.RESET {c['resets']}, DEL {c['deletes']}, LOCK.RESETALL {c['resetalls']}",
@@ -704,10 +772,11 @@ def main():
     ap.add_argument("--locks", type=int, default=3)
     ap.add_argument("--module-workers", type=int, default=6)
     ap.add_argument("--python-workers", type=int, default=3)
+    ap.add_argument("--session-workers", type=int, default=3)
     ap.add_argument("--selftest-overlap", action="store_true",
                     help="steal one held lock mid-run: the checker must report an overlap")
     # internal: worker mode
-    ap.add_argument("--worker", choices=["module", "python"])
+    ap.add_argument("--worker", choices=["module", "python", "session"])
     ap.add_argument("--index", type=int, default=0)
     ap.add_argument("--port", type=int)
     ap.add_argument("--out")
