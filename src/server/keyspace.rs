@@ -12,6 +12,8 @@ use redis_module::{
     raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, KeyType, RedisString,
 };
 
+use super::events;
+use super::state::selected_db;
 use crate::engine::keyspace::{KeyResult, Keyspace, KeyspaceError};
 use crate::keys::{lock_key, signal_key};
 
@@ -193,6 +195,7 @@ impl Keyspace for RedisKeyspace<'_> {
             }
             None => self.write("SET", &[&key, owner])?,
         };
+        events::note_lock_exists(selected_db(self.ctx), name);
         Ok(())
     }
 
@@ -203,10 +206,12 @@ impl Keyspace for RedisKeyspace<'_> {
     }
 
     fn delete_lock(&mut self, name: &[u8]) -> KeyResult<bool> {
-        match self.write("DEL", &[&lock_key(name)])? {
-            CallReply::I64(n) => Ok(n.to_i64() > 0),
-            _ => Ok(false),
-        }
+        let deleted = match self.write("DEL", &[&lock_key(name)])? {
+            CallReply::I64(n) => n.to_i64() > 0,
+            _ => false,
+        };
+        events::note_lock_gone(selected_db(self.ctx), name);
+        Ok(deleted)
     }
 
     fn push_signal(&mut self, name: &[u8], expire_ms: u64) -> KeyResult<()> {
