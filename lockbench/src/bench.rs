@@ -95,6 +95,7 @@ pub struct Results {
     pub expiry: Vec<ExpiryResult>,
     pub mem: Vec<MemResult>,
     pub handoff: Vec<HandoffRun>,
+    pub tax: Vec<crate::tax::TaxRun>,
     pub anomalies: Vec<String>,
 }
 
