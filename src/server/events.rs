@@ -4,7 +4,7 @@
 //! 0 ms timer (Redis 7.0). Writing inside the callback itself puts the grant before the DEL in
 //! the replication stream and empties the lock on every replica (module-api-notes §3.3).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
@@ -16,7 +16,7 @@ use super::deadlines;
 use super::effects::apply;
 use super::keyspace::writing_now;
 use super::state::{select_db, selected_db, with_table};
-use crate::config::signal_expire_ms;
+use crate::config::{signal_enabled, signal_expire_ms};
 use crate::engine::{FreedBy, LockKey};
 use crate::keys::name_of_lock_key;
 
@@ -34,6 +34,7 @@ struct Pending {
 }
 
 thread_local! {
+    static FOREIGN_LOCKS_WITHOUT_SIGNAL: Cell<u64> = const { Cell::new(0) };
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
     /// Every `lock:<name>` string key that exists, whoever created it (python-redis-lock too),
     /// per database, kept from notifications and from our own writes. FLUSHDB and SWAPDB send
@@ -129,6 +130,9 @@ fn on_lock_key_event(ctx: &Context, event: &[u8], name: &[u8]) {
     match event {
         b"new" | b"rename_to" | b"move_to" | b"copy_to" | b"restore" | b"expire" => {
             note_lock_exists(db, name);
+            if event == b"new" && !replaying && !signal_enabled() {
+                count_foreign_lock_without_signal(ctx, name);
+            }
             if !replaying {
                 schedule(ctx, |p| {
                     p.watch.insert((db, name.to_vec()));
@@ -148,6 +152,30 @@ fn on_lock_key_event(ctx: &Context, event: &[u8], name: &[u8]) {
         }
         _ => {}
     }
+}
+
+/// `signal no`, yet a non-module command created a lock (python-redis-lock's `SET NX`): its
+/// waiters will sleep to their own timeout, since no free signals them. Counted for INFO, and
+/// logged once per server start.
+fn count_foreign_lock_without_signal(ctx: &Context, name: &[u8]) {
+    let first = FOREIGN_LOCKS_WITHOUT_SIGNAL.with(|n| {
+        n.set(n.get() + 1);
+        n.get() == 1
+    });
+    if first {
+        ctx.log_warning(&format!(
+            "lock.signal is no, but lock:{} was written by a non-module command \
+             (python-redis-lock?): its waiters are not signalled and sleep to their own timeout. \
+             Set lock.signal yes if python-redis-lock clients use this server \
+             (INFO lock: foreign_locks_without_signal)",
+            String::from_utf8_lossy(name)
+        ));
+    }
+}
+
+/// How many locks non-module commands created while `signal` was `no`.
+pub fn foreign_locks_without_signal() -> u64 {
+    FOREIGN_LOCKS_WITHOUT_SIGNAL.with(Cell::get)
 }
 
 /// `lock:<name>` exists in `db` (also called for the module's own writes).

@@ -14,6 +14,7 @@ use redis_module::{
 
 use super::events;
 use super::state::selected_db;
+use crate::config::signal_enabled;
 use crate::engine::keyspace::{KeyResult, Keyspace, KeyspaceError};
 use crate::keys::{lock_key, signal_key};
 
@@ -215,6 +216,9 @@ impl Keyspace for RedisKeyspace<'_> {
     }
 
     fn push_signal(&mut self, name: &[u8], expire_ms: u64) -> KeyResult<()> {
+        if !signal_enabled() {
+            return Ok(()); // `signal no`: no python-redis-lock client to wake
+        }
         let key = signal_key(name);
         let expire = expire_ms.to_string();
         // A DEL of a missing key changes nothing and is not even propagated by the server:
