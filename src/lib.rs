@@ -37,7 +37,10 @@ fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Sta
     if events::subscribe_keyspace_events(ctx) == redis_module::Status::Err {
         return redis_module::Status::Err;
     }
-    events::subscribe_server_events(ctx)
+    if events::subscribe_server_events(ctx) == redis_module::Status::Err {
+        return redis_module::Status::Err;
+    }
+    server::sessions::subscribe_client_events(ctx)
 }
 
 #[info_command_handler]
@@ -65,11 +68,14 @@ redis_module! {
         ["lock.reset", commands::reset, "write fast", 1, 1, 1, ""],
         ["lock.resetall", commands::reset_all, "write", 0, 0, 0, ""],
         ["lock.info", commands::info, "readonly fast", 1, 1, 1, ""],
+        ["lock.waiters", commands::waiters, "readonly", 1, 1, 1, ""],
     ],
     configurations: [
         i64: [
             ["signal-expire", &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,
              config::SIGNAL_EXPIRE_MIN, config::SIGNAL_EXPIRE_MAX, ConfigurationFlags::DEFAULT, None],
+            ["session-lease", &config::SESSION_LEASE, config::SESSION_LEASE_DEFAULT,
+             config::SESSION_LEASE_MIN, config::SESSION_LEASE_MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
         bool: [
