@@ -1,6 +1,6 @@
 //! Module configuration: `CONFIG GET/SET lock.<name>` and `--loadmodule … <name> <value>`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use crate::request::MAX_MILLIS;
 
@@ -11,6 +11,15 @@ pub const SIGNAL_EXPIRE_MAX: i64 = MAX_MILLIS as i64;
 /// Milliseconds the signal list lives after a release, reset or expiry when the command gives no
 /// SIGNAL-EXPIRE (python-redis-lock's `signal_expire`, default 1000).
 pub static SIGNAL_EXPIRE: AtomicI64 = AtomicI64::new(SIGNAL_EXPIRE_DEFAULT);
+
+/// `signal`: push python-redis-lock's signal list when a lock becomes free (default yes). `no`
+/// is for deployments without python-redis-lock clients: a free then writes only the DEL.
+pub static SIGNAL: AtomicBool = AtomicBool::new(SIGNAL_DEFAULT);
+pub const SIGNAL_DEFAULT: bool = true;
+
+pub fn signal_enabled() -> bool {
+    SIGNAL.load(Ordering::Relaxed)
+}
 
 pub const SESSION_LEASE_DEFAULT: i64 = 10_000;
 pub const SESSION_LEASE_MIN: i64 = 1;

@@ -16,7 +16,7 @@ pub mod request;
 pub mod server;
 
 use redis_module::configuration::ConfigurationFlags;
-use redis_module::{redis_module, Context, NotifyEvent};
+use redis_module::{redis_module, Context};
 use redis_module_macros::info_command_handler;
 
 use server::{commands, events};
@@ -28,16 +28,15 @@ type ModuleAlloc = redis_module::alloc::RedisAlloc;
 #[cfg(any(test, feature = "fuzzing"))]
 type ModuleAlloc = std::alloc::System;
 
-fn on_keyspace_event(ctx: &Context, class: NotifyEvent, event: &str, key: &[u8]) {
-    events::on_keyspace_event(ctx, class, event, key);
-}
-
 fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Status {
     if let Err(e) = config::check_loaded_values() {
         ctx.log_warning(&e);
         return redis_module::Status::Err;
     }
     server::command_info::register(ctx);
+    if events::subscribe_keyspace_events(ctx) == redis_module::Status::Err {
+        return redis_module::Status::Err;
+    }
     if events::subscribe_server_events(ctx) == redis_module::Status::Err {
         return redis_module::Status::Err;
     }
@@ -71,9 +70,6 @@ redis_module! {
         ["lock.info", commands::info, "readonly fast", 1, 1, 1, ""],
         ["lock.waiters", commands::waiters, "readonly", 1, 1, 1, ""],
     ],
-    event_handlers: [
-        [@GENERIC @STRING @EXPIRED @EVICTED: on_keyspace_event],
-    ],
     configurations: [
         i64: [
             ["signal-expire", &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,
@@ -82,7 +78,9 @@ redis_module! {
              config::SESSION_LEASE_MIN, config::SESSION_LEASE_MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
-        bool: [],
+        bool: [
+            ["signal", &config::SIGNAL, config::SIGNAL_DEFAULT, ConfigurationFlags::DEFAULT, None],
+        ],
         enum: [],
         module_args_as_configuration: true,
     ]

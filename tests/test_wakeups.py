@@ -630,3 +630,48 @@ def test_module_unload_with_a_pending_deadline_never_crashes(server):
     assert c.ping() is True
     assert c.execute_command("MODULE", "LOAD", server.module_path) in (True, b"OK")
     assert lock_info(c, "n")["waiters"] == 0
+
+
+# ---------------------------------------------------------------------------
+# issue 15 finding 3: a SET whose expiry is already past deletes the lock at once (lazily, when
+# next read). Redis 7.0 drops an `expired` event raised inside the module's own notification
+# callback, so the module must not read the key there.
+
+PAST_EXPIRY = {
+    "pxat-past": lambda c: c.execute_command("SET", "lock:n", "intruder", "PXAT", "1000"),
+    "exat-1": lambda c: c.execute_command("SET", "lock:n", "intruder", "EXAT", "1"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(PAST_EXPIRY), ids=sorted(PAST_EXPIRY))
+def test_set_with_past_expiry_grants_the_next_waiter(server, protocol, how):
+    c = server.client(protocol=protocol)
+    c.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")  # only the module can notice
+    c.execute_command("LOCK.ACQUIRE", "n", "ID", "holder")
+    w1 = acquire_bg(server, "n", "ID", "w1", protocol=protocol, label="w1")
+    wait_waiters(c, "n", 1)
+    w2 = acquire_bg(server, "n", "ID", "w2", protocol=protocol, label="w2")
+    wait_waiters(c, "n", 2)
+    assert PAST_EXPIRY[how](c) in (True, b"OK")
+    assert w1.result(timeout=5) == b"w1"
+    assert c.get("lock:n") == b"w1"
+    assert waiters(c, "n") == 1
+    assert w2.is_running()
+    assert c.execute_command("LOCK.RELEASE", "n", "w1") == b"OK"
+    assert w2.result(timeout=5) == b"w2"
+
+
+@pytest.mark.parametrize("how", sorted(PAST_EXPIRY), ids=sorted(PAST_EXPIRY))
+def test_set_with_past_expiry_without_module_waiters_signals(server, protocol, how):
+    """The module granted the lock, nobody waits in the module: python waiters are signalled
+    (their BLPOP returns) and the lock is free."""
+    c = server.client(protocol=protocol)
+    c.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
+    c.execute_command("LOCK.ACQUIRE", "n", "ID", "holder")
+    py = python_waiter(server, "n", protocol, timeout=20)
+    t0 = time.time()
+    assert PAST_EXPIRY[how](c) in (True, b"OK")
+    ok, py_id, at = py.result(timeout=10)
+    assert ok is True
+    assert at - t0 < 5, "python waiter woke only at its BLPOP timeout"
+    assert c.get("lock:n") == py_id

@@ -97,6 +97,7 @@ pub struct Results {
     pub mem: Vec<MemResult>,
     pub handoff: Vec<HandoffRun>,
     pub session: Option<crate::session::SessionResults>,
+    pub tax: Vec<crate::tax::TaxRun>,
     pub anomalies: Vec<String>,
 }
 

@@ -11,6 +11,7 @@ mod resp;
 mod server;
 mod session;
 mod stats;
+mod tax;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -34,8 +35,8 @@ OPTIONS
   --quick                 small counts and short runs (whole run < 60 s); for CI smoke
   --duration SECS         length of each measured run (default 2, quick 0.5)
   --rounds N              rounds per scenario; protocols alternate within a round (default 5, quick 1)
-  --scenarios LIST        comma list of: uncontended, contended, expiry, queue, cpu, session, all
-                          (default all)
+  --scenarios LIST        comma list of: tax, uncontended, contended, expiry, queue, cpu, session,
+                          all (default all)
   --clients LIST          uncontended client counts (default 1,16,256)
   --contended-clients N   clients on the one lock (default 16)
   --waiters N             queue-scale waiters (default 10000, quick 1000)
@@ -126,6 +127,7 @@ fn parse_args() -> Result<Args, String> {
     }
     for s in &a.scenarios {
         if ![
+            "tax",
             "uncontended",
             "contended",
             "expiry",
@@ -381,7 +383,8 @@ fn describe_module(r: &resp::Reply) -> Option<String> {
 }
 
 async fn run_scenarios(b: &mut Bench) -> Result<(), String> {
-    let steps: [(&str, &str); 5] = [
+    let steps: [(&str, &str); 6] = [
+        ("tax", "module tax (plain SET/INCR, module loaded vs not)"),
         ("uncontended", "uncontended (C clients, each its own lock)"),
         ("contended", "contended (clients on one lock)"),
         ("expiry", "expiry hand-off"),
@@ -399,6 +402,7 @@ async fn run_scenarios(b: &mut Bench) -> Result<(), String> {
             "contended" => b.contended().await?,
             "expiry" => b.expiry().await?,
             "session" => b.sessions().await?,
+            "tax" => b.module_tax().await?,
             _ => b.queue_scale().await?,
         }
         eprintln!("lockbench: {title} took {:.1} s", t.elapsed().as_secs_f64());

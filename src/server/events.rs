@@ -4,65 +4,198 @@
 //! 0 ms timer (Redis 7.0). Writing inside the callback itself puts the grant before the DEL in
 //! the replication stream and empties the lock on every replica (module-api-notes §3.3).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
 use std::time::Duration;
 
-use redis_module::{raw, Context, ContextFlags, NotifyEvent, Status};
+use redis_module::{raw, Context, ContextFlags, Status};
 
 use super::deadlines;
 use super::effects::apply;
 use super::keyspace::writing_now;
 use super::state::{select_db, selected_db, with_table};
-use crate::config::signal_expire_ms;
+use crate::config::{signal_enabled, signal_expire_ms};
 use crate::engine::{FreedBy, LockKey};
 use crate::keys::name_of_lock_key;
 
-thread_local! {
-    /// Locks that may have been freed, and how, waiting for the scheduled settle step.
-    static MAYBE_FREED: RefCell<HashMap<LockKey, FreedBy>> = RefCell::new(HashMap::new());
-    /// Every `lock:<name>` string key that exists, whoever created it (python-redis-lock too),
-    /// kept from notifications. FLUSHDB and SWAPDB send no per-key events, so this is how we
-    /// know which locks they freed and whose python waiters must be signalled.
-    static KNOWN_LOCKS: RefCell<HashSet<LockKey>> = RefCell::new(HashSet::new());
+/// What the settle step has to look at, recorded by callbacks that must not read or write.
+#[derive(Default)]
+struct Pending {
+    /// Locks that may have been freed, and how.
+    freed: HashMap<LockKey, FreedBy>,
+    /// Locks whose expiry someone else set: their deadline timer is (re)armed by the settle
+    /// step, because reading the TTL inside the notification callback can expire the key there,
+    /// and Redis 7.0 drops the `expired` event nested in our own callback (issue 15, finding 3).
+    watch: HashSet<LockKey>,
+    /// A settle step is scheduled and has not started yet.
+    scheduled: bool,
 }
 
-/// Keyspace-notification callback (generic, string, expired and evicted events).
-/// - A `lock:<name>` key appears (`set`, `rename_to`, `move_to`, `copy_to`, `restore`): track it.
-/// - It goes away (`del` for DEL/UNLINK/GETDEL, `expired`, `evicted`, `rename_from`,
-///   `move_from`): forget it, and unless we removed it ourselves, schedule the hand-off.
-///   An overwrite by SET is not a free: the lock is then simply someone else's.
-/// - Its expiry changes (`expire`, `set`) by someone else's command: watch the new deadline.
-pub fn on_keyspace_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &[u8]) {
-    let Some(name) = name_of_lock_key(key) else {
-        return;
+thread_local! {
+    static FOREIGN_LOCKS_WITHOUT_SIGNAL: Cell<u64> = const { Cell::new(0) };
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+    /// Every `lock:<name>` string key that exists, whoever created it (python-redis-lock too),
+    /// per database, kept from notifications and from our own writes. FLUSHDB and SWAPDB send
+    /// no per-key events, so this is how we know which locks they freed.
+    static KNOWN_LOCKS: RefCell<HashMap<i32, HashSet<Vec<u8>>>> = RefCell::new(HashMap::new());
+}
+
+/// The keyspace classes we listen to. Not `STRING`: every SET/INCR/APPEND of every key would
+/// then cost the server a module context and a call into us (the server builds the context
+/// before the callback can look at the key). The events that matter on `lock:*` keys are all
+/// generic (`expire`, `del`, `rename_*`, `move_*`, `copy_to`, `restore`), `expired`, `evicted`,
+/// and `new` (a key is created: python-redis-lock's `SET NX`, with or without expiry).
+fn subscribed_classes() -> c_int {
+    raw::REDISMODULE_NOTIFY_GENERIC
+        | raw::REDISMODULE_NOTIFY_EXPIRED
+        | raw::REDISMODULE_NOTIFY_EVICTED
+        | raw::REDISMODULE_NOTIFY_NEW
+}
+
+/// Subscribes the raw keyspace-notification callback (called from `init`).
+pub fn subscribe_keyspace_events(ctx: &Context) -> Status {
+    // SAFETY: called from OnLoad with its live context; the callback is an `extern "C"`
+    // function of this module that never unwinds.
+    let status = unsafe {
+        match raw::RedisModule_SubscribeToKeyspaceEvents {
+            Some(subscribe) => subscribe(
+                ctx.ctx,
+                subscribed_classes(),
+                Some(on_keyspace_notification),
+            ),
+            None => raw::REDISMODULE_ERR as c_int,
+        }
     };
-    let lock = (selected_db(ctx), name.to_vec());
+    if status == raw::REDISMODULE_OK as c_int {
+        Status::Ok
+    } else {
+        Status::Err
+    }
+}
+
+/// The raw callback. It costs next to nothing for what is not ours: our own writes return at
+/// once (their effects are already accounted for), and any key is checked for the `lock:`
+/// prefix on its raw bytes before anything is converted or allocated.
+extern "C" fn on_keyspace_notification(
+    ctx: *mut raw::RedisModuleCtx,
+    _class: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    const OK: c_int = raw::REDISMODULE_OK as c_int;
+    if writing_now() || key.is_null() || event.is_null() {
+        return OK;
+    }
+    let Some(ptr_len) = (unsafe { raw::RedisModule_StringPtrLen }) else {
+        return OK;
+    };
+    let mut len: usize = 0;
+    // SAFETY: the server passes a live key name for the duration of the callback; StringPtrLen
+    // returns a pointer to its `len` bytes, valid as long as the string is.
+    let bytes = unsafe {
+        let ptr = ptr_len(key, &mut len);
+        if ptr.is_null() {
+            return OK;
+        }
+        std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+    };
+    let Some(name) = name_of_lock_key(bytes) else {
+        return OK;
+    };
+    // SAFETY: the event name is a NUL-terminated static string of the server.
+    let event = unsafe { CStr::from_ptr(event) }.to_bytes();
+    let ctx = Context::new(ctx);
+    // Nothing below should panic; if it ever did, unwinding into the server would abort it.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        on_lock_key_event(&ctx, event, name)
+    }));
+    OK
+}
+
+/// A foreign command changed `lock:<name>`. Only records; never reads or writes keys here.
+/// - It appears (`new`, `rename_to`, `move_to`, `copy_to`, `restore`): track it, and watch its
+///   deadline (a `restore` or `rename_to` can carry an expiry without an `expire` event).
+/// - Its expiry changes (`expire`: SET … PX, PEXPIRE, GETEX, …): watch the new deadline.
+/// - It goes away (`del` for DEL/UNLINK/GETDEL, `expired`, `evicted`, `rename_from`,
+///   `move_from`): forget it and schedule the hand-off.
+///   An overwrite by SET is not a free: the lock is then simply someone else's.
+fn on_lock_key_event(ctx: &Context, event: &[u8], name: &[u8]) {
+    let db = selected_db(ctx);
     // Replaying the AOF or the primary's stream: the events replay history, nothing is freed
     // now, and a replica never grants or signals on its own. Only keep track of the locks.
     let flags = ctx.get_flags();
     let replaying = flags.contains(ContextFlags::LOADING) || !flags.contains(ContextFlags::MASTER);
     match event {
-        "set" | "rename_to" | "move_to" | "copy_to" | "restore" => {
-            KNOWN_LOCKS.with(|known| known.borrow_mut().insert(lock.clone()));
-            if !writing_now() && !replaying {
-                deadlines::watch(ctx, &lock);
+        b"new" | b"rename_to" | b"move_to" | b"copy_to" | b"restore" | b"expire" => {
+            note_lock_exists(db, name);
+            if event == b"new" && !replaying && !signal_enabled() {
+                count_foreign_lock_without_signal(ctx, name);
+            }
+            if !replaying {
+                schedule(ctx, |p| {
+                    p.watch.insert((db, name.to_vec()));
+                });
             }
         }
-        "expire" if !writing_now() && !replaying => deadlines::watch(ctx, &lock),
-        "del" | "expired" | "evicted" | "rename_from" | "move_from" => {
-            KNOWN_LOCKS.with(|known| known.borrow_mut().remove(&lock));
-            if !writing_now() && !replaying {
-                let cause = if event == "expired" {
+        b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from" => {
+            note_lock_gone(db, name);
+            if !replaying {
+                let cause = if event == b"expired" {
                     FreedBy::Expiry
                 } else {
                     FreedBy::Deletion
                 };
-                schedule_settle(ctx, lock, cause);
+                schedule_settle(ctx, (db, name.to_vec()), cause);
             }
         }
         _ => {}
     }
+}
+
+/// `signal no`, yet a non-module command created a lock (python-redis-lock's `SET NX`): its
+/// waiters will sleep to their own timeout, since no free signals them. Counted for INFO, and
+/// logged once per server start.
+fn count_foreign_lock_without_signal(ctx: &Context, name: &[u8]) {
+    let first = FOREIGN_LOCKS_WITHOUT_SIGNAL.with(|n| {
+        n.set(n.get() + 1);
+        n.get() == 1
+    });
+    if first {
+        ctx.log_warning(&format!(
+            "lock.signal is no, but lock:{} was written by a non-module command \
+             (python-redis-lock?): its waiters are not signalled and sleep to their own timeout. \
+             Set lock.signal yes if python-redis-lock clients use this server \
+             (INFO lock: foreign_locks_without_signal)",
+            String::from_utf8_lossy(name)
+        ));
+    }
+}
+
+/// How many locks non-module commands created while `signal` was `no`.
+pub fn foreign_locks_without_signal() -> u64 {
+    FOREIGN_LOCKS_WITHOUT_SIGNAL.with(Cell::get)
+}
+
+/// `lock:<name>` exists in `db` (also called for the module's own writes).
+pub fn note_lock_exists(db: i32, name: &[u8]) {
+    KNOWN_LOCKS.with(|known| {
+        let mut known = known.borrow_mut();
+        let names = known.entry(db).or_default();
+        if !names.contains(name) {
+            names.insert(name.to_vec());
+        }
+    });
+}
+
+/// `lock:<name>` no longer exists in `db` (also called for the module's own deletes).
+pub fn note_lock_gone(db: i32, name: &[u8]) {
+    KNOWN_LOCKS.with(|known| {
+        if let Some(names) = known.borrow_mut().get_mut(&db) {
+            names.remove(name);
+        }
+    });
 }
 
 /// FLUSHDB/FLUSHALL send no per-key events. Module waiters of the flushed database(s) (`db`
@@ -70,7 +203,14 @@ pub fn on_keyspace_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &
 /// not signalled: a flush leaves the database empty, as users expect, and they wake at their
 /// own BLPOP timeout as they would with python-redis-lock alone.
 pub fn on_flush(ctx: &Context, db: i32) {
-    KNOWN_LOCKS.with(|known| known.borrow_mut().retain(|(d, _)| db != -1 && *d != db));
+    KNOWN_LOCKS.with(|known| {
+        let mut known = known.borrow_mut();
+        if db == -1 {
+            known.clear();
+        } else {
+            known.remove(&db);
+        }
+    });
     let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
     for lock in locks.into_iter().filter(|(d, _)| db == -1 || *d == db) {
         schedule_settle(ctx, lock, FreedBy::Deletion);
@@ -83,18 +223,20 @@ pub fn on_flush(ctx: &Context, db: i32) {
 pub fn on_swapdb(ctx: &Context, first: i32, second: i32) {
     let mut locks: HashSet<LockKey> = KNOWN_LOCKS.with(|known| {
         let mut known = known.borrow_mut();
-        let moved: Vec<LockKey> = known
+        let in_first = known.remove(&first).unwrap_or_default();
+        let in_second = known.remove(&second).unwrap_or_default();
+        let moved: HashSet<LockKey> = in_first
             .iter()
-            .filter(|(db, _)| *db == first || *db == second)
-            .cloned()
+            .map(|name| (first, name.clone()))
+            .chain(in_second.iter().map(|name| (second, name.clone())))
             .collect();
-        for lock in &moved {
-            known.remove(lock);
+        if !in_first.is_empty() {
+            known.insert(second, in_first);
         }
-        for (db, name) in &moved {
-            known.insert((if *db == first { second } else { first }, name.clone()));
+        if !in_second.is_empty() {
+            known.insert(first, in_second);
         }
-        moved.into_iter().collect()
+        moved
     });
     locks.extend(with_table(|t| t.waiters().all_locks()).unwrap_or_default());
     for (db, name) in locks {
@@ -107,34 +249,43 @@ pub fn on_swapdb(ctx: &Context, first: i32, second: i32) {
     }
 }
 
-/// Records a lock to settle and makes sure a settle step is scheduled once.
+/// Records a lock to settle (the first cause recorded wins).
 fn schedule_settle(ctx: &Context, lock: LockKey, cause: FreedBy) {
-    let already_scheduled = MAYBE_FREED.with(|set| {
-        let mut set = set.borrow_mut();
-        let scheduled = !set.is_empty();
-        set.entry(lock).or_insert(cause);
-        scheduled
+    schedule(ctx, |p| {
+        p.freed.entry(lock).or_insert(cause);
+    });
+}
+
+/// Records something for the settle step and makes sure one is scheduled.
+fn schedule(ctx: &Context, record: impl FnOnce(&mut Pending)) {
+    let already_scheduled = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        record(&mut p);
+        std::mem::replace(&mut p.scheduled, true)
     });
     if already_scheduled {
         return;
     }
-    if let Ok(Status::Ok) = ctx.add_post_notification_job(settle_maybe_freed) {
+    if let Ok(Status::Ok) = ctx.add_post_notification_job(settle_pending) {
         return;
     }
     ctx.create_timer(Duration::ZERO, settle_on_timer, ());
 }
 
 fn settle_on_timer(ctx: &Context, _: ()) {
-    settle_maybe_freed(ctx);
+    settle_pending(ctx);
 }
 
-/// For each recorded lock: if it is free, the next waiter gets it, else python waiters are
-/// signalled (see `LockTable::lock_freed`).
-fn settle_maybe_freed(ctx: &Context) {
+/// The settle step: first arm the deadline timers of locks whose expiry someone else set
+/// (this reads their TTL, which may expire them now: their `expired` event then lands in
+/// `freed`), then for each lock that may have been freed: if it is free, the next waiter gets
+/// it, else python waiters are signalled (see `LockTable::lock_freed`). Whatever these steps
+/// cause is handled in the same loop.
+fn settle_pending(ctx: &Context) {
     match write_permission(ctx) {
         WritePermission::Never => {
             // A replica (or a loading server) never grants or signals on its own.
-            MAYBE_FREED.with(|set| set.borrow_mut().clear());
+            PENDING.with(|p| *p.borrow_mut() = Pending::default());
             return;
         }
         WritePermission::Later => {
@@ -144,14 +295,36 @@ fn settle_maybe_freed(ctx: &Context) {
         }
         WritePermission::Now => {}
     }
-    let locks: Vec<(LockKey, FreedBy)> = MAYBE_FREED.with(|set| set.borrow_mut().drain().collect());
-    for (lock, cause) in locks {
-        if !select_db(ctx, lock.0) {
-            continue;
-        }
-        let _ = apply(ctx, &lock, |t, ks| {
-            t.lock_freed(ks, &lock, signal_expire_ms(), cause)
+    // Bounded: each round settles what the previous one caused, which is rarely anything.
+    for _ in 0..16 {
+        let (watch, freed) = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            (std::mem::take(&mut p.watch), std::mem::take(&mut p.freed))
         });
+        if watch.is_empty() && freed.is_empty() {
+            break;
+        }
+        for lock in watch {
+            if select_db(ctx, lock.0) {
+                deadlines::watch(ctx, &lock);
+            }
+        }
+        for (lock, cause) in freed {
+            if !select_db(ctx, lock.0) {
+                continue;
+            }
+            let _ = apply(ctx, &lock, |t, ks| {
+                t.lock_freed(ks, &lock, signal_expire_ms(), cause)
+            });
+        }
+    }
+    let more = PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        p.scheduled = false;
+        !p.watch.is_empty() || !p.freed.is_empty()
+    });
+    if more {
+        schedule(ctx, |_| {});
     }
 }
 

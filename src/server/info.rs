@@ -40,6 +40,10 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("hold_ms_avg", format!("{:.2}", st.hold.mean_ms()))?
         .field("hold_ms_max", st.hold.max_ms)?
         .field("locks_tracked", tracked as u64)?
+        .field(
+            "foreign_locks_without_signal",
+            super::events::foreign_locks_without_signal(),
+        )?
         .field("session_locks", sessions as u64)?
         .field("session_frees", st.session_frees)?
         .field("session_renewals", st.session_renewals)?

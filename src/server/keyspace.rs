@@ -12,6 +12,9 @@ use redis_module::{
     raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, KeyType, RedisString,
 };
 
+use super::events;
+use super::state::selected_db;
+use crate::config::signal_enabled;
 use crate::engine::keyspace::{KeyResult, Keyspace, KeyspaceError};
 use crate::keys::{fence_key, lock_key, signal_key};
 
@@ -197,6 +200,7 @@ impl Keyspace for RedisKeyspace<'_> {
             }
             None => self.write("SET", &[&key, owner])?,
         };
+        events::note_lock_exists(selected_db(self.ctx), name);
         Ok(())
     }
 
@@ -207,10 +211,12 @@ impl Keyspace for RedisKeyspace<'_> {
     }
 
     fn delete_lock(&mut self, name: &[u8]) -> KeyResult<bool> {
-        match self.write("DEL", &[&lock_key(name)])? {
-            CallReply::I64(n) => Ok(n.to_i64() > 0),
-            _ => Ok(false),
-        }
+        let deleted = match self.write("DEL", &[&lock_key(name)])? {
+            CallReply::I64(n) => n.to_i64() > 0,
+            _ => false,
+        };
+        events::note_lock_gone(selected_db(self.ctx), name);
+        Ok(deleted)
     }
 
     fn fence(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>> {
@@ -225,6 +231,9 @@ impl Keyspace for RedisKeyspace<'_> {
     }
 
     fn push_signal(&mut self, name: &[u8], expire_ms: u64) -> KeyResult<()> {
+        if !signal_enabled() {
+            return Ok(()); // `signal no`: no python-redis-lock client to wake
+        }
         let key = signal_key(name);
         let expire = expire_ms.to_string();
         // A DEL of a missing key changes nothing and is not even propagated by the server:
