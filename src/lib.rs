@@ -38,7 +38,10 @@ fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Sta
         return redis_module::Status::Err;
     }
     server::command_info::register(ctx);
-    events::subscribe_server_events(ctx)
+    if events::subscribe_server_events(ctx) == redis_module::Status::Err {
+        return redis_module::Status::Err;
+    }
+    server::cluster::declare_atomic_slot_migration(ctx)
 }
 
 #[info_command_handler]

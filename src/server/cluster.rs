@@ -8,10 +8,23 @@
 //! from the caller). On an importing slot with a key missing the server's own answer would be
 //! TRYAGAIN; RM_Call reports every routing refusal as one generic "non local key" error
 //! (module-api-notes §6), which we turn back into TRYAGAIN so cluster clients retry.
+//!
+//! Valkey 9 atomic slot migration (`CLUSTER MIGRATESLOTS`): the server refuses it unless every
+//! loaded module declares the option below. We declare it only where the server knows the
+//! option and the slot-migration server event (probed through the API, never the version), and
+//! make it true: on every slot-migration event, waiters of locks whose key this node can no
+//! longer serve get TRYAGAIN (the cluster client then follows MOVED to the new owner and queues
+//! there). Grants, hand-offs and deadline writes go through RM_Call, whose cluster check refuses
+//! a key of a slot this node does not serve, so a source never writes a lock it gave away.
 
-use redis_module::{CallOptionsBuilder, CallResult, Context};
+use std::time::Duration;
 
+use redis_module::{raw, CallOptionsBuilder, CallResult, Context, Status};
+
+use super::effects::apply;
+use super::events::{write_permission, WritePermission};
 use super::keyspace::lock_key_exists;
+use super::state::{select_db, with_table};
 use crate::error::{is_routing_refusal, LockError};
 use crate::keys::lock_key;
 
@@ -39,6 +52,103 @@ pub fn routing_error(server_error: &str) -> LockError {
         LockError::Server(SLOT_MOVING.to_string())
     } else {
         LockError::Server(server_error.to_string())
+    }
+}
+
+/// `VALKEYMODULE_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION` from Valkey 9's `src/valkeymodule.h`
+/// (`1 << 5`; the redis-module crate's header predates it). Confirmed on Valkey 9.1.2: with it
+/// declared, `CLUSTER MIGRATESLOTS` is accepted (tests/test_cluster_asm.py).
+const OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION: i32 = 1 << 5;
+
+/// `VALKEYMODULE_EVENT_ATOMIC_SLOT_MIGRATION` (Valkey 9). Its subevents (import/export
+/// started, aborted, completed) are all handled alike here, so their numbering does not matter.
+const EVENT_ATOMIC_SLOT_MIGRATION: u64 = 19;
+
+/// After a slot-migration event, look again at these delays (ms): the event may fire before the
+/// slot table changed hands, and a look costs one EXISTS per lock with waiters.
+const RECHECK_AFTER_MS: [u64; 3] = [0, 100, 1000];
+
+/// Declares atomic-slot-migration support where the server has it (Valkey 9), and subscribes
+/// to its event. Elsewhere (Redis 7.0, 8.2, older Valkey) does nothing: classic resharding only.
+pub fn declare_atomic_slot_migration(ctx: &Context) -> Status {
+    if !server_has_atomic_slot_migration() {
+        return Status::Ok;
+    }
+    // SAFETY: both pointers were checked by the probe; called from OnLoad with its live context;
+    // the callback is an `extern "C"` function of this module that never unwinds.
+    unsafe {
+        let (Some(subscribe), Some(set_options)) = (
+            raw::RedisModule_SubscribeToServerEvent,
+            raw::RedisModule_SetModuleOptions,
+        ) else {
+            return Status::Ok;
+        };
+        let event = raw::RedisModuleEvent {
+            id: EVENT_ATOMIC_SLOT_MIGRATION,
+            dataver: 1,
+        };
+        if subscribe(ctx.ctx, event, Some(on_slot_migration_event)) != raw::REDISMODULE_OK as i32 {
+            ctx.log_warning("lock: atomic slot migration event not available: not declaring support");
+            return Status::Ok;
+        }
+        // No other option of this module is set: the whole mask is this one bit.
+        set_options(ctx.ctx, OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION);
+    }
+    ctx.log_notice("lock: declared support for atomic slot migration");
+    Status::Ok
+}
+
+/// The server lists the option among the ones it knows (`GetModuleOptionsAll`). The event is
+/// then probed by subscribing to it (Valkey 9.1.2's `IsSubEventSupported` answers 0 for every
+/// subevent of it, VERIFIED, so it cannot be the probe).
+fn server_has_atomic_slot_migration() -> bool {
+    // SAFETY: a plain query without arguments; the pointer is checked.
+    unsafe {
+        match raw::RedisModule_GetModuleOptionsAll {
+            Some(options_all) => (options_all() & OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION) != 0,
+            None => false,
+        }
+    }
+}
+
+extern "C" fn on_slot_migration_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut std::os::raw::c_void,
+) {
+    // The event data (job name, slot ranges) is not read: the server's own routing check tells
+    // which locks left, whatever the event says.
+    let ctx = Context::new(ctx);
+    for delay in RECHECK_AFTER_MS {
+        ctx.create_timer(Duration::from_millis(delay), fail_waiters_of_moved_locks, ());
+    }
+}
+
+/// Every lock with waiters whose key this node can no longer serve: its waiters get TRYAGAIN.
+fn fail_waiters_of_moved_locks(ctx: &Context, _: ()) {
+    if write_permission(ctx) == WritePermission::Never {
+        return; // a replica has no waiters of its own to answer
+    }
+    let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
+    for lock in locks {
+        if !select_db(ctx, lock.0) || served_here(ctx, &lock.1) {
+            continue;
+        }
+        let _ = apply(ctx, &lock, |t, _| t.fail_lock(&lock, MOVED_AWAY));
+    }
+}
+
+/// The reply for waiters of a lock whose slot now belongs to another node.
+pub const MOVED_AWAY: &str = "TRYAGAIN the lock's slot is no longer served by this node, retry";
+
+/// True unless the server refuses `lock:<name>` here as a key of a slot it does not serve.
+fn served_here(ctx: &Context, name: &[u8]) -> bool {
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let reply: CallResult<'static> = ctx.call_ext("EXISTS", &options, &[&lock_key(name)]);
+    match reply {
+        Ok(_) => true,
+        Err(e) => !is_routing_refusal(&e.to_string()),
     }
 }
 
