@@ -15,7 +15,7 @@ import pytest
 
 from harness import (RawConnection, acquire_bg, error_code, lock_info, snapshot, wait_until,
                      wait_waiters, waiters)
-from topology import Cluster
+from topology import running_cluster
 
 COMMANDS_WITH_NAME = ["lock.acquire", "lock.release", "lock.extend", "lock.owner", "lock.reset",
                       "lock.info"]
@@ -56,16 +56,8 @@ def test_cluster_names_need_a_hash_tag(make_server):
 
 @pytest.fixture(scope="module")
 def cluster3():
-    cl = Cluster(3)
-    try:
-        cl.start()
-    except BaseException:
-        cl.stop()
-        raise
-    yield cl
-    problems = cl.stop()
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
+    with running_cluster(3) as cl:
+        yield cl
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from harness import RawConnection, acquire_bg, error_code, wait_until, wait_waiters
-from topology import Cluster
+from topology import running_cluster
 
 
 def _has_migrateslots(node):
@@ -23,18 +23,12 @@ def _has_migrateslots(node):
 
 @pytest.fixture(scope="module")
 def cl():
-    cluster = Cluster(3)
-    try:
-        cluster.start()
+    def check(cluster):
         if not _has_migrateslots(cluster.nodes[0]):
             pytest.skip("this server has no atomic slot migration (CLUSTER MIGRATESLOTS)")
-    except BaseException:
-        cluster.stop()
-        raise
-    yield cluster
-    problems = cluster.stop()
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
+
+    with running_cluster(3, check=check) as cluster:
+        yield cluster
 
 
 def migrate_slot(cl, slot, src, dst, timeout=30):
@@ -43,7 +37,7 @@ def migrate_slot(cl, slot, src, dst, timeout=30):
     c = cl.clients[src]
     assert c.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", slot, slot,
                              "NODE", cl.node_id(dst)) == b"OK"
-    wait_until(lambda: all(cl.owner_of_slot(slot) == dst for _ in range(1)), timeout=timeout,
+    wait_until(lambda: cl.owner_of_slot(slot) == dst, timeout=timeout,
                message=f"slot {slot} owned by node {dst}")
     wait_until(cl._slots_agree, timeout=timeout, message="all nodes agree on the slot map")
 
