@@ -41,6 +41,9 @@ fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Sta
     if events::subscribe_server_events(ctx) == redis_module::Status::Err {
         return redis_module::Status::Err;
     }
+    if server::cluster::subscribe_role_change(ctx) == redis_module::Status::Err {
+        return redis_module::Status::Err;
+    }
     server::cluster::declare_atomic_slot_migration(ctx)
 }
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use redis_module::{raw, CallOptionsBuilder, CallResult, Context, Status};
 
+use super::blocking::deliver;
 use super::effects::apply;
 use super::events::{write_permission, WritePermission};
 use super::keyspace::lock_key_exists;
@@ -53,6 +54,58 @@ pub fn routing_error(server_error: &str) -> LockError {
     } else {
         LockError::Server(server_error.to_string())
     }
+}
+
+/// The reply for waiters of a primary that became a replica (failover, REPLICAOF).
+pub const DEMOTED: &str = "UNBLOCKED this node is no longer a primary, retry on the new one";
+
+/// Waiters of a node that is demoted get UNBLOCKED: Redis 7.0/8.2 unblock module-blocked
+/// clients themselves on demotion, Valkey 9.1.2 does not (VERIFIED: after CLUSTER FAILOVER the
+/// waiters on the old primary got no reply at all), so we answer them on the role-change event.
+pub fn subscribe_role_change(ctx: &Context) -> Status {
+    // SAFETY: called from OnLoad with its live context; the pointer is checked; the callback is
+    // an `extern "C"` function of this module that never unwinds.
+    let subscribed = unsafe {
+        match raw::RedisModule_SubscribeToServerEvent {
+            Some(subscribe) => subscribe(
+                ctx.ctx,
+                raw::RedisModuleEvent {
+                    id: raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
+                    dataver: 1,
+                },
+                Some(on_role_changed),
+            ),
+            None => raw::REDISMODULE_ERR as i32,
+        }
+    };
+    if subscribed == raw::REDISMODULE_OK as i32 {
+        Status::Ok
+    } else {
+        Status::Err
+    }
+}
+
+extern "C" fn on_role_changed(
+    ctx: *mut raw::RedisModuleCtx,
+    _event: raw::RedisModuleEvent,
+    subevent: u64,
+    _data: *mut std::os::raw::c_void,
+) {
+    if subevent != raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_REPLICA {
+        return;
+    }
+    let ctx = Context::new(ctx);
+    // Answered from a 0 ms timer, outside the server's role switch.
+    ctx.create_timer(Duration::ZERO, fail_all_waiters, ());
+}
+
+fn fail_all_waiters(ctx: &Context, _: ()) {
+    let wakeups = with_table(|t| {
+        t.fail_all(DEMOTED);
+        t.take_wakeups()
+    })
+    .unwrap_or_default();
+    deliver(ctx, wakeups);
 }
 
 /// `VALKEYMODULE_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION` from Valkey 9's `src/valkeymodule.h`
