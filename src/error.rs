@@ -105,19 +105,27 @@ mod tests {
     #[test]
     fn routing_refusals_are_recognised() {
         let cases = [
-            ("ERR Attempted to access a non local key in a cluster node", true),
+            (
+                "ERR Attempted to access a non local key in a cluster node",
+                true,
+            ),
             ("MOVED 3999 127.0.0.1:7001", true),
             ("ASK 3999 127.0.0.1:7001", true),
-            ("TRYAGAIN Multiple keys request during rehashing of slot", true),
+            (
+                "TRYAGAIN Multiple keys request during rehashing of slot",
+                true,
+            ),
             ("CLUSTERDOWN The cluster is down", false),
-            ("WRONGTYPE Operation against a key holding the wrong kind of value", false),
+            (
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+                false,
+            ),
             ("ERR something else", false),
         ];
         for (error, expected) in cases {
             assert_eq!(is_routing_refusal(error), expected, "{error}");
         }
     }
-
 
     #[test]
     fn codes_are_the_first_word() {

@@ -35,6 +35,7 @@ def test_waiters_get_an_error_when_the_cluster_goes_down(cl):
             w.join(15)
             assert not w.is_running(), "a waiter still hangs while the cluster is down"
             assert w.error is not None, f"a waiter was granted {w.reply!r} while the cluster is down"
+            assert isinstance(w.error, redis.ResponseError), (type(w.error).__name__, w.error)
             w.assert_clean()
         assert ca.info("lock")["lock_waiters"] == 0
     wait_until(lambda: all(c.cluster("info").get("cluster_state") == "ok" for c in cl.clients),

@@ -23,7 +23,7 @@ use redis_module::{raw, CallOptionsBuilder, CallResult, Context, Status};
 
 use super::blocking::deliver;
 use super::effects::apply;
-use super::events::{write_permission, WritePermission};
+use super::events::{subscribe_server_event, write_permission, WritePermission};
 use super::keyspace::lock_key_exists;
 use super::state::{select_db, with_table};
 use crate::error::{is_routing_refusal, LockError};
@@ -63,22 +63,8 @@ pub const DEMOTED: &str = "UNBLOCKED this node is no longer a primary, retry on 
 /// clients themselves on demotion, Valkey 9.1.2 does not (VERIFIED: after CLUSTER FAILOVER the
 /// waiters on the old primary got no reply at all), so we answer them on the role-change event.
 pub fn subscribe_role_change(ctx: &Context) -> Status {
-    // SAFETY: called from OnLoad with its live context; the pointer is checked; the callback is
-    // an `extern "C"` function of this module that never unwinds.
-    let subscribed = unsafe {
-        match raw::RedisModule_SubscribeToServerEvent {
-            Some(subscribe) => subscribe(
-                ctx.ctx,
-                raw::RedisModuleEvent {
-                    id: raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
-                    dataver: 1,
-                },
-                Some(on_role_changed),
-            ),
-            None => raw::REDISMODULE_ERR as i32,
-        }
-    };
-    if subscribed == raw::REDISMODULE_OK as i32 {
+    let id = raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED;
+    if subscribe_server_event(ctx, id, Some(on_role_changed)) {
         Status::Ok
     } else {
         Status::Err
@@ -127,25 +113,20 @@ pub fn declare_atomic_slot_migration(ctx: &Context) -> Status {
     if !server_has_atomic_slot_migration() {
         return Status::Ok;
     }
-    // SAFETY: both pointers were checked by the probe; called from OnLoad with its live context;
-    // the callback is an `extern "C"` function of this module that never unwinds.
+    if !subscribe_server_event(
+        ctx,
+        EVENT_ATOMIC_SLOT_MIGRATION,
+        Some(on_slot_migration_event),
+    ) {
+        ctx.log_warning("lock: atomic slot migration event not available: not declaring support");
+        return Status::Ok;
+    }
+    // SAFETY: called from OnLoad with its live context; the pointer is checked. No other option
+    // of this module is set: the whole mask is this one bit.
     unsafe {
-        let (Some(subscribe), Some(set_options)) = (
-            raw::RedisModule_SubscribeToServerEvent,
-            raw::RedisModule_SetModuleOptions,
-        ) else {
-            return Status::Ok;
-        };
-        let event = raw::RedisModuleEvent {
-            id: EVENT_ATOMIC_SLOT_MIGRATION,
-            dataver: 1,
-        };
-        if subscribe(ctx.ctx, event, Some(on_slot_migration_event)) != raw::REDISMODULE_OK as i32 {
-            ctx.log_warning("lock: atomic slot migration event not available: not declaring support");
-            return Status::Ok;
+        if let Some(set_options) = raw::RedisModule_SetModuleOptions {
+            set_options(ctx.ctx, OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION);
         }
-        // No other option of this module is set: the whole mask is this one bit.
-        set_options(ctx.ctx, OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION);
     }
     ctx.log_notice("lock: declared support for atomic slot migration");
     Status::Ok
@@ -174,7 +155,11 @@ extern "C" fn on_slot_migration_event(
     // which locks left, whatever the event says.
     let ctx = Context::new(ctx);
     for delay in RECHECK_AFTER_MS {
-        ctx.create_timer(Duration::from_millis(delay), fail_waiters_of_moved_locks, ());
+        ctx.create_timer(
+            Duration::from_millis(delay),
+            fail_waiters_of_moved_locks,
+            (),
+        );
     }
 }
 
