@@ -44,7 +44,10 @@ fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Sta
     if server::cluster::subscribe_role_change(ctx) == redis_module::Status::Err {
         return redis_module::Status::Err;
     }
-    server::cluster::declare_atomic_slot_migration(ctx)
+    if server::cluster::declare_atomic_slot_migration(ctx) == redis_module::Status::Err {
+        return redis_module::Status::Err;
+    }
+    server::sessions::subscribe_client_events(ctx)
 }
 
 #[info_command_handler]
@@ -81,6 +84,8 @@ redis_module! {
         i64: [
             ["signal-expire", &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,
              config::SIGNAL_EXPIRE_MIN, config::SIGNAL_EXPIRE_MAX, ConfigurationFlags::DEFAULT, None],
+            ["session-lease", &config::SESSION_LEASE, config::SESSION_LEASE_DEFAULT,
+             config::SESSION_LEASE_MIN, config::SESSION_LEASE_MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
         bool: [],

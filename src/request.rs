@@ -29,6 +29,8 @@ pub struct AcquireRequest {
     /// Lock expiry in milliseconds; `None` means the lock never expires.
     pub ttl_ms: Option<u64>,
     pub wait: Wait,
+    /// SESSION: bind the lock to the caller's connection.
+    pub session: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,7 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
     let mut ttl: Option<(&str, u64)> = None;
     let mut nowait = false;
     let mut timeout: Option<TimeoutArg> = None;
+    let mut session = false;
     while let Some((option, tail)) = rest.split_first() {
         let option = option.to_ascii_uppercase();
         rest = tail;
@@ -86,6 +89,12 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
                 let value = take_value(&mut rest, "TIMEOUT")?;
                 set_once(&mut timeout, "TIMEOUT", parse_timeout(value))?;
             }
+            b"SESSION" => {
+                if session {
+                    return Err(LockError::invalid("syntax error, SESSION given twice"));
+                }
+                session = true;
+            }
             _ => return Err(unknown_option()),
         }
     }
@@ -107,6 +116,7 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
         id,
         ttl_ms: ttl.map(|(_, ms)| ms),
         wait,
+        session,
     })
 }
 
@@ -337,7 +347,8 @@ mod tests {
                 name: b"n".to_vec(),
                 id: None,
                 ttl_ms: None,
-                wait: Wait::Forever
+                wait: Wait::Forever,
+                session: false,
             }
         );
     }
@@ -350,6 +361,10 @@ mod tests {
         assert_eq!(r.wait, Wait::Millis(250));
         let r = acquire(&["n", "NOWAIT", "EX", "10"]).unwrap();
         assert_eq!((r.ttl_ms, r.wait), (Some(10_000), Wait::NoWait));
+        let r = acquire(&["n", "session", "PX", "300", "TIMEOUT", "1"]).unwrap();
+        assert_eq!((r.session, r.ttl_ms), (true, Some(300)));
+        assert!(acquire(&["n", "SESSION"]).unwrap().session);
+        assert!(!acquire(&["n"]).unwrap().session);
     }
 
     #[test]
@@ -389,6 +404,8 @@ mod tests {
             (&["n", "PX", "99999999999999999999"], "ERR"),
             (&["n", "EX", "9223372036854775807"], "ERR"),
             (&["n", "NOWAIT", "NOWAIT"], "ERR"),
+            (&["n", "SESSION", "SESSION"], "ERR"),
+            (&["n", "SESSIONS"], "ERR"),
             (&["n", "TIMEOUT", "abc"], "ERR"),
             (&["n", "TIMEOUT", "inf"], "ERR"),
             (&["n", "TIMEOUT", "nan"], "ERR"),

@@ -11,9 +11,11 @@ pub mod keyspace;
 pub mod memory;
 pub mod queue;
 pub mod rules;
+pub mod sessions;
 pub mod stats;
 
 pub use keyspace::{Clock, Keyspace, KeyspaceError};
-pub use queue::{LockKey, WaitQueues, WaitRequest, Waiter, WaiterId};
+pub use queue::{AcquireArgs, LockKey, WaitQueues, Waiter, WaiterId};
+pub use rules::session_rules::Renewal;
 pub use rules::{AcquireOutcome, Delivery, LockInfo, LockTable, WaiterInfo, Wakeup};
 pub use stats::{FreedBy, LockEvent, Stats, Summary};

@@ -10,9 +10,9 @@ pub type LockKey = (i32, Vec<u8>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WaiterId(pub u64);
 
-/// What a blocked acquirer asked for.
+/// What an acquirer asks for: kept with it while it waits, applied when it is granted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaitRequest {
+pub struct AcquireArgs {
     /// The id the waiter will own the lock with.
     pub owner: Vec<u8>,
     /// The waiter's own expiry, applied when it is granted.
@@ -21,12 +21,14 @@ pub struct WaitRequest {
     pub timeout_ms: Option<u64>,
     /// Its connection's id, for LOCK.WAITERS and the holder record once granted.
     pub client_id: Option<u64>,
+    /// SESSION: bind the lock to that connection once granted (`ttl_ms` is then the lease).
+    pub session: bool,
 }
 
 #[derive(Debug)]
 pub struct Waiter<C> {
     pub id: WaiterId,
-    pub request: WaitRequest,
+    pub request: AcquireArgs,
     /// When it started waiting (for wait-time statistics and LOCK.WAITERS).
     pub since_ms: u64,
     /// Whatever the glue needs to answer the client (its blocked-client handle).
@@ -56,7 +58,7 @@ impl<C> WaitQueues<C> {
     pub fn push(
         &mut self,
         lock: LockKey,
-        request: WaitRequest,
+        request: AcquireArgs,
         since_ms: u64,
         client: C,
     ) -> WaiterId {
@@ -154,12 +156,13 @@ mod tests {
         (0, name.as_bytes().to_vec())
     }
 
-    fn req(owner: &[u8], ttl_ms: Option<u64>) -> WaitRequest {
-        WaitRequest {
+    fn req(owner: &[u8], ttl_ms: Option<u64>) -> AcquireArgs {
+        AcquireArgs {
             owner: owner.to_vec(),
             ttl_ms,
             timeout_ms: None,
             client_id: None,
+            session: false,
         }
     }
 

@@ -7,7 +7,8 @@
 
 use super::holders::Holders;
 use super::keyspace::{Clock, KeyResult, Keyspace, KeyspaceError};
-use super::queue::{LockKey, WaitQueues, WaitRequest, WaiterId};
+use super::queue::{AcquireArgs, LockKey, WaitQueues, WaiterId};
+use super::sessions::Sessions;
 use super::stats::{FreedBy, LockEvent, Stats};
 use crate::error::LockError;
 
@@ -47,6 +48,8 @@ pub struct LockInfo {
     /// The module's grant that the lock is now: the acquiring connection (if known) and how
     /// long ago it was granted. `None` when the module did not grant the current holding.
     pub holder: Option<(Option<u64>, u64)>,
+    /// The connection a SESSION lock is bound to.
+    pub session: Option<u64>,
 }
 
 /// One queued waiter as LOCK.WAITERS shows it.
@@ -56,6 +59,7 @@ pub struct WaiterInfo {
     pub waited_ms: u64,
     pub timeout_ms: Option<u64>,
     pub ttl_ms: Option<u64>,
+    pub session: bool,
 }
 
 pub struct LockTable<C, K> {
@@ -64,6 +68,8 @@ pub struct LockTable<C, K> {
     events: Vec<(LockEvent, LockKey)>,
     /// Whom and when the module granted each lock it knows to be held.
     holders: Holders,
+    /// SESSION locks: which connection each is bound to, and when its lease is renewed.
+    sessions: Sessions,
     clock: K,
     pub stats: Stats,
 }
@@ -75,22 +81,21 @@ impl<C, K: Clock> LockTable<C, K> {
             wakeups: Vec::new(),
             events: Vec::new(),
             holders: Holders::default(),
+            sessions: Sessions::default(),
             clock,
             stats: Stats::default(),
         }
     }
 
-    /// LOCK.ACQUIRE's single atomic step. `owner` is the id to take the lock with, `client_id`
-    /// the caller's connection (if known).
+    /// LOCK.ACQUIRE's single atomic step: take the lock for `args.owner` if it is free.
     pub fn acquire(
         &mut self,
         ks: &mut impl Keyspace,
         lock: &LockKey,
-        owner: &[u8],
-        ttl_ms: Option<u64>,
-        client_id: Option<u64>,
+        args: &AcquireArgs,
         may_wait: bool,
     ) -> Result<AcquireOutcome, LockError> {
+        let owner = args.owner.as_slice();
         let name = &lock.1;
         let mut current = ks.owner(name)?;
         ks.check_signal_type(name)?;
@@ -105,10 +110,9 @@ impl<C, K: Clock> LockTable<C, K> {
             Some(_) if may_wait => Ok(AcquireOutcome::MustWait),
             Some(_) => Ok(AcquireOutcome::Busy),
             None => {
-                ks.set_owner(name, owner, ttl_ms)?;
+                ks.set_owner(name, owner, args.ttl_ms)?;
                 self.stats.grants_immediate += 1;
-                let now = self.clock.now_ms();
-                self.holders.granted(lock, owner, client_id, now);
+                self.record_grant(lock, args);
                 self.events.push((LockEvent::Acquired, lock.clone()));
                 Ok(AcquireOutcome::Acquired(owner.to_vec()))
             }
@@ -116,7 +120,7 @@ impl<C, K: Clock> LockTable<C, K> {
     }
 
     /// Queues a blocked acquirer at the tail of the lock's line.
-    pub fn enqueue(&mut self, lock: LockKey, request: WaitRequest, client: C) -> WaiterId {
+    pub fn enqueue(&mut self, lock: LockKey, request: AcquireArgs, client: C) -> WaiterId {
         let now = self.clock.now_ms();
         self.waiters.push(lock, request, now, client)
     }
@@ -155,6 +159,8 @@ impl<C, K: Clock> LockTable<C, K> {
             return Err(LockError::NotExpirable);
         }
         ks.set_ttl(name, ttl_ms)?;
+        let now = self.clock.now_ms();
+        self.sessions.set_lease(lock, ttl_ms, now);
         Ok(())
     }
 
@@ -197,11 +203,13 @@ impl<C, K: Clock> LockTable<C, K> {
             .holders
             .current(lock, owner.as_deref())
             .map(|h| (h.client_id, now.saturating_sub(h.since_ms)));
+        let session = holder.and(self.sessions.client_of(lock));
         Ok(LockInfo {
             owner,
             ttl_ms,
             waiters: self.waiters.len_of(lock),
             holder,
+            session,
         })
     }
 
@@ -216,6 +224,7 @@ impl<C, K: Clock> LockTable<C, K> {
                 waited_ms: now.saturating_sub(w.since_ms),
                 timeout_ms: w.request.timeout_ms,
                 ttl_ms: w.request.ttl_ms,
+                session: w.request.session,
             })
             .collect()
     }
@@ -233,8 +242,18 @@ impl<C, K: Clock> LockTable<C, K> {
     ) {
         match ks.owner(&lock.1) {
             Ok(None) => {}
-            // Held again (re-acquired, overwritten) or now another type: nothing was freed.
-            Ok(Some(_)) | Err(_) => return,
+            // Held again (re-acquired, overwritten) or now another type: nothing was freed now,
+            // but if it is no longer the module's grant, that holding (and its session) ended.
+            Ok(Some(owner)) => {
+                if self.holders.current(lock, Some(&owner)).is_none() {
+                    self.end_hold(lock);
+                }
+                return;
+            }
+            Err(_) => {
+                self.end_hold(lock);
+                return;
+            }
         }
         if self.holders.contains(lock) && cause == FreedBy::Expiry {
             self.events.push((LockEvent::Expired, lock.clone()));
@@ -361,8 +380,20 @@ impl<C, K: Clock> LockTable<C, K> {
         Ok(())
     }
 
-    /// The lock stops being held by its current owner: record how long it was held.
+    /// The module granted the lock to `args`' acquirer just now: remember whom, and bind a
+    /// SESSION lock to its connection (its expiry is the lease).
+    fn record_grant(&mut self, lock: &LockKey, args: &AcquireArgs) {
+        let now = self.clock.now_ms();
+        self.holders.granted(lock, &args.owner, args.client_id, now);
+        if let (true, Some(client_id), Some(lease)) = (args.session, args.client_id, args.ttl_ms) {
+            self.sessions.bind(lock, client_id, lease, now);
+        }
+    }
+
+    /// The lock stops being held by its current owner: record how long it was held; a session
+    /// binding ends with it.
     fn end_hold(&mut self, lock: &LockKey) {
+        self.sessions.unbind(lock);
         if let Some(holder) = self.holders.ended(lock) {
             self.stats
                 .hold
@@ -384,8 +415,7 @@ impl<C, K: Clock> LockTable<C, K> {
                 self.stats.grants_after_wait += 1;
                 self.stats.count_handoff(cause);
                 self.stats.wait.record(now.saturating_sub(waiter.since_ms));
-                self.holders
-                    .granted(lock, &request.owner, request.client_id, now);
+                self.record_grant(lock, &waiter.request);
                 self.events.push((LockEvent::Handoff, lock.clone()));
                 self.wakeups.push(Wakeup {
                     client: waiter.client,
@@ -426,5 +456,6 @@ fn hand_off_error(server_error: &str) -> String {
     }
 }
 
+pub mod session_rules;
 #[cfg(test)]
 mod tests;

@@ -24,7 +24,7 @@ use redis_module::{raw, Context, RedisError, RedisValue};
 
 use super::events;
 use super::state::with_table;
-use crate::engine::{Delivery, LockKey, WaitRequest, WaiterId, Wakeup};
+use crate::engine::{AcquireArgs, Delivery, LockKey, WaiterId, Wakeup};
 use crate::error::LockError;
 
 /// What the lock table keeps for each waiter to be able to answer it.
@@ -59,7 +59,7 @@ fn forget(handle: *mut raw::RedisModuleBlockedClient) -> Option<WaiterId> {
 
 /// Blocks the calling client as a waiter of `lock`, then queues it. A `timeout_ms` of `None`
 /// waits forever.
-pub fn block(ctx: &Context, lock: LockKey, request: WaitRequest) -> Result<(), LockError> {
+pub fn block(ctx: &Context, lock: LockKey, request: AcquireArgs) -> Result<(), LockError> {
     let timeout_ms = request.timeout_ms;
     // SAFETY: ctx is the live context of the LOCK.ACQUIRE call; the callbacks are `extern "C"`
     // functions of this module that never unwind. Timeout 0: the server never times it out.

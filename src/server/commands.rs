@@ -16,8 +16,8 @@ use super::deadlines;
 use super::effects::apply;
 use super::keyspace::RedisKeyspace;
 use super::state::{caller_client_id, selected_db, with_table, Table};
-use crate::config::signal_expire_ms;
-use crate::engine::{AcquireOutcome, LockKey, WaitRequest};
+use crate::config::{session_lease_ms, signal_expire_ms};
+use crate::engine::{AcquireArgs, AcquireOutcome, LockKey};
 use crate::error::LockError;
 use crate::keys::{has_hash_tag, name_of_lock_key, new_owner_id};
 use crate::request::{self, Wait};
@@ -77,24 +77,35 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let owner = req.id.unwrap_or_else(new_owner_id);
     let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
     let client_id = caller_client_id(ctx);
+    if req.session && client_id.is_none() {
+        return Err(LockError::invalid(
+            "SESSION cannot be used from a script or function: the caller's connection is not known there",
+        )
+        .into());
+    }
+    let timeout_ms = match req.wait {
+        Wait::Millis(ms) => Some(ms),
+        Wait::Forever | Wait::NoWait => None,
+    };
+    let args = AcquireArgs {
+        owner,
+        // A session lock always has a lease: its EX/PX, or the session-lease config.
+        ttl_ms: match (req.session, req.ttl_ms) {
+            (true, None) => Some(session_lease_ms()),
+            (_, ttl) => ttl,
+        },
+        timeout_ms,
+        client_id,
+        session: req.session,
+    };
     let outcome = run(ctx, &lock, |t, ks| {
-        t.acquire(ks, &lock, &owner, req.ttl_ms, client_id, wants_to_wait)
+        t.acquire(ks, &lock, &args, wants_to_wait)
     })?;
     match outcome {
         AcquireOutcome::Acquired(id) => Ok(RedisValue::StringBuffer(id)),
         AcquireOutcome::Busy => Ok(RedisValue::Null),
         AcquireOutcome::MustWait => {
-            let timeout_ms = match req.wait {
-                Wait::Millis(ms) => Some(ms),
-                Wait::Forever | Wait::NoWait => None,
-            };
-            let request = WaitRequest {
-                owner,
-                ttl_ms: req.ttl_ms,
-                timeout_ms,
-                client_id,
-            };
-            block(ctx, lock.clone(), request)?;
+            block(ctx, lock.clone(), args)?;
             deadlines::watch(ctx, &lock);
             Ok(RedisValue::NoReply)
         }
@@ -237,6 +248,10 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         RedisValueKey::String("held-ms".into()),
         held_ms.unwrap_or(RedisValue::Null),
     );
+    map.insert(
+        RedisValueKey::String("session".into()),
+        info.session.map_or(RedisValue::Null, as_integer),
+    );
     Ok(RedisValue::OrderedMap(map))
 }
 
@@ -265,9 +280,9 @@ pub fn waiters(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 ("waited-ms", as_integer(w.waited_ms)),
                 ("timeout-ms", millis_or_minus_one(w.timeout_ms)),
                 ("ttl-ms", millis_or_minus_one(w.ttl_ms)),
-                // Neither FENCE nor SESSION can be asked for by a waiter of this build.
+                // FENCE cannot be asked for by a waiter of this build.
                 ("fence", RedisValue::Integer(0)),
-                ("session", RedisValue::Integer(0)),
+                ("session", RedisValue::Integer(i64::from(w.session))),
             ];
             let map: BTreeMap<RedisValueKey, RedisValue> = fields
                 .into_iter()

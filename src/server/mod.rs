@@ -10,6 +10,7 @@
 //! - `deadlines`: timers at the deadline of locks that have waiters.
 //! - `effects`: runs a rules operation and carries out its decisions (replies, events, timers).
 //! - `info`: the `INFO lock` section.
+//! - `sessions`: SESSION locks: closed connections and the lease renewal timer.
 //! - `state`: the one `LockTable` of the server, touched only on the main thread.
 
 pub mod blocking;
@@ -21,4 +22,5 @@ pub mod effects;
 pub mod events;
 pub mod info;
 pub mod keyspace;
+pub mod sessions;
 pub mod state;

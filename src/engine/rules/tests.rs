@@ -20,6 +20,17 @@ fn client_id(client: &str) -> u64 {
     u64::from(client.as_bytes()[0] - b'a' + 1)
 }
 
+/// ACQUIRE … ID <client> [PX ttl] from the named client's connection.
+fn args(client: &str, ttl: Option<u64>) -> AcquireArgs {
+    AcquireArgs {
+        owner: client.as_bytes().to_vec(),
+        ttl_ms: ttl,
+        timeout_ms: None,
+        client_id: Some(client_id(client)),
+        session: false,
+    }
+}
+
 fn lock(name: &str) -> LockKey {
     (0, name.as_bytes().to_vec())
 }
@@ -39,23 +50,10 @@ impl Scenario {
     fn acquire(&mut self, client: &'static str, name: &str, ttl: Option<u64>) -> AcquireOutcome {
         let out = self
             .table
-            .acquire(
-                &mut self.ks,
-                &lock(name),
-                client.as_bytes(),
-                ttl,
-                Some(client_id(client)),
-                true,
-            )
+            .acquire(&mut self.ks, &lock(name), &args(client, ttl), true)
             .expect("acquire");
         if out == AcquireOutcome::MustWait {
-            let request = WaitRequest {
-                owner: client.as_bytes().to_vec(),
-                ttl_ms: ttl,
-                timeout_ms: None,
-                client_id: Some(client_id(client)),
-            };
-            let id = self.table.enqueue(lock(name), request, client);
+            let id = self.table.enqueue(lock(name), args(client, ttl), client);
             self.ids.insert(client, id);
         }
         out
@@ -191,7 +189,7 @@ fn nowait_and_non_blocking_contexts_get_busy() {
     s.acquire("a", "x", None);
     let out = s
         .table
-        .acquire(&mut s.ks, &lock("x"), b"b", None, None, false)
+        .acquire(&mut s.ks, &lock("x"), &args("b", None), false)
         .unwrap();
     assert_eq!(out, AcquireOutcome::Busy);
     assert_eq!(s.table.waiters().total(), 0);
@@ -215,7 +213,7 @@ fn errors_change_nothing() {
             "acquire with the owner's id",
             |s| {
                 s.table
-                    .acquire(&mut s.ks, &lock("x"), b"a", None, None, true)
+                    .acquire(&mut s.ks, &lock("x"), &args("a", None), true)
                     .map(|_| ())
             },
             LockError::AlreadyAcquired,
@@ -234,7 +232,7 @@ fn errors_change_nothing() {
             "acquire on a lock key of another type",
             |s| {
                 s.table
-                    .acquire(&mut s.ks, &lock("hash"), b"a", None, None, true)
+                    .acquire(&mut s.ks, &lock("hash"), &args("a", None), true)
                     .map(|_| ())
             },
             LockError::WrongType,
@@ -428,6 +426,7 @@ fn info_reports_owner_ttl_and_waiters() {
             ttl_ms: -2,
             waiters: 0,
             holder: None,
+            session: None,
         }
     );
     s.acquire("a", "x", Some(300));
@@ -441,6 +440,7 @@ fn info_reports_owner_ttl_and_waiters() {
             ttl_ms: 280,
             waiters: 1,
             holder: Some((Some(client_id("a")), 20)),
+            session: None,
         }
     );
 }
@@ -606,3 +606,4 @@ fn timeouts_disconnects_and_errors_are_counted() {
     let st = &s.table.stats;
     assert_eq!((st.timeouts, st.disconnected_waiters, st.errors), (1, 1, 1));
 }
+mod sessions;
