@@ -60,6 +60,17 @@ impl fmt::Display for LockError {
     }
 }
 
+/// True for the server's "this key is not served here (now)" answers: RM_Call's generic
+/// cluster error ("Attempted to access a non local key in a cluster node"), and the redirections
+/// and TRYAGAIN a command would get. Cluster clients retry these.
+pub fn is_routing_refusal(server_error: &str) -> bool {
+    let lower = server_error.to_ascii_lowercase();
+    lower.contains("non local key")
+        || lower.starts_with("moved")
+        || lower.starts_with("ask")
+        || lower.starts_with("tryagain")
+}
+
 /// Errors from the server are passed on, but an error reply must be one line without NUL, and
 /// must start with a code: keep printable ASCII only and fall back to `ERR`.
 pub fn sanitize_error(msg: &str) -> String {
@@ -90,6 +101,31 @@ pub fn sanitize_error(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routing_refusals_are_recognised() {
+        let cases = [
+            (
+                "ERR Attempted to access a non local key in a cluster node",
+                true,
+            ),
+            ("MOVED 3999 127.0.0.1:7001", true),
+            ("ASK 3999 127.0.0.1:7001", true),
+            (
+                "TRYAGAIN Multiple keys request during rehashing of slot",
+                true,
+            ),
+            ("CLUSTERDOWN The cluster is down", false),
+            (
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+                false,
+            ),
+            ("ERR something else", false),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(is_routing_refusal(error), expected, "{error}");
+        }
+    }
 
     #[test]
     fn codes_are_the_first_word() {

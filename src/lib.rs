@@ -40,6 +40,12 @@ fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Sta
     if events::subscribe_server_events(ctx) == redis_module::Status::Err {
         return redis_module::Status::Err;
     }
+    if server::cluster::subscribe_role_change(ctx) == redis_module::Status::Err {
+        return redis_module::Status::Err;
+    }
+    if server::cluster::declare_atomic_slot_migration(ctx) == redis_module::Status::Err {
+        return redis_module::Status::Err;
+    }
     server::sessions::subscribe_client_events(ctx)
 }
 

@@ -15,7 +15,7 @@ import pytest
 
 from harness import (RawConnection, acquire_bg, error_code, lock_info, snapshot, wait_until,
                      wait_waiters, waiters)
-from topology import Cluster
+from topology import running_cluster
 
 COMMANDS_WITH_NAME = ["lock.acquire", "lock.release", "lock.extend", "lock.owner", "lock.reset",
                       "lock.info"]
@@ -56,16 +56,8 @@ def test_cluster_names_need_a_hash_tag(make_server):
 
 @pytest.fixture(scope="module")
 def cluster3():
-    cl = Cluster(3)
-    try:
-        cl.start()
-    except BaseException:
-        cl.stop()
-        raise
-    yield cl
-    problems = cl.stop()
-    if problems:
-        pytest.fail("\n\n".join(problems), pytrace=False)
+    with running_cluster(3) as cl:
+        yield cl
 
 
 @pytest.fixture
@@ -370,3 +362,52 @@ def test_fence_key_lives_in_the_names_slot(cl):
         assert rc.execute_command("LOCK.RELEASE", name, owner) == b"OK"
         _, later = rc.execute_command("LOCK.ACQUIRE", name, "FENCE", "ID", "again")
         assert later > token
+
+
+def asking_call(port, *args):
+    """One command sent with ASKING first, on its own connection: what a cluster client does
+    after an ASK redirect. Returns the reply or the RespError."""
+    raw = RawConnection(port)
+    try:
+        assert raw.call("ASKING") == b"OK"
+        return raw.call(*args)
+    finally:
+        raw.close()
+
+
+def test_importing_node_answers_tryagain_while_the_lock_key_is_on_the_source(cl):
+    """Slot MIGRATING on A, IMPORTING on B, lock:{t}x still on A. A answers ASK for every LOCK.*
+    (the name is never a key), so the client asks B. B must not treat the lock as free, and must
+    answer TRYAGAIN (a cluster client retries it), not the generic RM_Call error; nothing is
+    written anywhere. Once the key moved, the same commands work on B."""
+    name = "{imp}:x"
+    slot = cl.keyslot(name)
+    a = cl.owner_of_slot(slot)
+    b = other_node(cl, a)
+    ca, cb = cl.clients[a], cl.clients[b]
+    assert ca.execute_command("LOCK.ACQUIRE", name, "ID", "h", "PX", "60000") == b"h"
+    cl.begin_migration(slot, a, b)
+    before = all_snapshots(cl)
+    for args in (["LOCK.RELEASE", name, "h"],
+                 ["LOCK.EXTEND", name, "h", "PX", "70000"],
+                 ["LOCK.ACQUIRE", name, "ID", "y", "NOWAIT"],
+                 ["LOCK.ACQUIRE", name, "ID", "y", "TIMEOUT", "5"],
+                 ["LOCK.OWNER", name]):
+        reply = asking_call(cl.nodes[b].port, *args)
+        assert error_code(reply) == "TRYAGAIN", (args, reply)
+        # the source redirects: the client never gets a wrong answer from A either
+        with pytest.raises(Exception) as ei:
+            ca.execute_command(*args)
+        assert error_code(ei.value) == "ASK", (args, ei.value)
+    assert all_snapshots(cl) == before, "a refused command wrote something"
+    assert cb.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+
+    assert cl.migrate_keys(slot, a, b) == [b"lock:" + name.encode()]
+    # the key is on B now: B serves it (with ASKING until SETSLOT NODE)
+    assert asking_call(cl.nodes[b].port, "LOCK.EXTEND", name, "h", "PX", "70000") == b"OK"
+    cl.end_migration(slot, b)
+    rc = cl.cluster_client()
+    assert rc.execute_command("LOCK.RELEASE", name, "h") == b"OK"
+    assert rc.execute_command("LOCK.ACQUIRE", name, "ID", "y", "NOWAIT") == b"y"
+    assert cb.get(f"lock:{name}") == b"y"
+    assert ca.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0

@@ -305,6 +305,24 @@ class Cluster:
         return problems
 
 
+@contextlib.contextmanager
+def running_cluster(n=3, check=None, **kw):
+    """A started Cluster(n) for a module-scoped fixture: `check(cluster)` may skip the module
+    (the cluster is stopped then); at the end a crash or hang of any node fails the run."""
+    cluster = Cluster(n, **kw)
+    try:
+        cluster.start()
+        if check is not None:
+            check(cluster)
+    except BaseException:
+        cluster.stop()
+        raise
+    yield cluster
+    problems = cluster.stop()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
 def stop_all(servers):
     """Stop servers; a list of problem strings (crash, hang) for the caller to report."""
     return [p for p in (s.stop() for s in servers) if p]

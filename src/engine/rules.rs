@@ -489,8 +489,7 @@ impl<C, K: Clock> LockTable<C, K> {
 /// The error a waiter gets when its grant could not be written. A key this node no longer
 /// serves becomes TRYAGAIN, so cluster clients retry and get redirected.
 fn hand_off_error(server_error: &str) -> String {
-    let lower = server_error.to_ascii_lowercase();
-    if lower.contains("non local key") || lower.starts_with("moved") || lower.starts_with("ask") {
+    if crate::error::is_routing_refusal(server_error) {
         "TRYAGAIN the lock's slot is no longer served by this node, retry".to_string()
     } else {
         format!(

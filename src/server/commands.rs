@@ -11,14 +11,15 @@ use redis_module::{
 use redis_module::redisvalue::RedisValueKey;
 
 use super::blocking::block;
+use super::cluster::check_slot_not_moving;
 use super::deadlines;
 use super::effects::apply;
-use super::keyspace::{lock_key_exists, RedisKeyspace};
+use super::keyspace::RedisKeyspace;
 use super::state::{caller_client_id, selected_db, with_table, Table};
 use crate::config::{session_lease_ms, signal_expire_ms};
 use crate::engine::{AcquireArgs, AcquireOutcome, LockKey};
 use crate::error::LockError;
-use crate::keys::{has_hash_tag, lock_key, name_of_lock_key, new_owner_id};
+use crate::keys::{has_hash_tag, name_of_lock_key, new_owner_id};
 use crate::request::{self, Wait};
 
 impl From<LockError> for RedisError {
@@ -47,24 +48,6 @@ fn lock_of(ctx: &Context, name: Vec<u8>) -> Result<LockKey, LockError> {
         check_slot_not_moving(ctx, &name)?;
     }
     Ok((selected_db(ctx), name))
-}
-
-/// The command is routed by the name, which never exists as a key. While the name's slot
-/// migrates, the source node therefore sends every LOCK.* command to the importing node (ASK),
-/// which does not have `lock:<name>` yet and would think the lock free. When the lock key is
-/// absent here, ask the server the question it asks of multi-key commands during resharding:
-/// `EXISTS <name> lock:<name>` under this client's flags fails with TRYAGAIN on an importing
-/// slot, and succeeds on a node that serves the slot normally.
-fn check_slot_not_moving(ctx: &Context, name: &[u8]) -> Result<(), LockError> {
-    if lock_key_exists(ctx, name) {
-        return Ok(());
-    }
-    let options = CallOptionsBuilder::new().errors_as_replies().build();
-    let reply: CallResult<'static> = ctx.call_ext("EXISTS", &options, &[name, &lock_key(name)]);
-    match reply {
-        Ok(_) => Ok(()),
-        Err(e) => Err(LockError::Server(e.to_string())),
-    }
 }
 
 /// Runs a rules operation and carries out its decisions (see `effects::apply`).

@@ -375,21 +375,30 @@ pub fn subscribe_server_events(ctx: &Context) -> Status {
         (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb_event)),
     ];
     for (id, callback) in events {
-        // SAFETY: called from OnLoad with its live context; the callbacks are `extern "C"`
-        // functions of this module that never unwind.
-        let subscribed = unsafe {
-            match raw::RedisModule_SubscribeToServerEvent {
-                Some(subscribe) => {
-                    subscribe(ctx.ctx, raw::RedisModuleEvent { id, dataver: 1 }, callback)
-                }
-                None => raw::REDISMODULE_ERR as i32,
-            }
-        };
-        if subscribed != raw::REDISMODULE_OK as i32 {
+        if !subscribe_server_event(ctx, id, callback) {
             return Status::Err;
         }
     }
     Status::Ok
+}
+
+/// Subscribes `callback` to server event `id` (data version 1); false if the server refused.
+pub fn subscribe_server_event(
+    ctx: &Context,
+    id: u64,
+    callback: raw::RedisModuleEventCallback,
+) -> bool {
+    // SAFETY: called from OnLoad with its live context; the pointer is checked; the callbacks
+    // are `extern "C"` functions of this module that never unwind.
+    let subscribed = unsafe {
+        match raw::RedisModule_SubscribeToServerEvent {
+            Some(subscribe) => {
+                subscribe(ctx.ctx, raw::RedisModuleEvent { id, dataver: 1 }, callback)
+            }
+            None => raw::REDISMODULE_ERR as i32,
+        }
+    };
+    subscribed == raw::REDISMODULE_OK as i32
 }
 
 extern "C" fn on_flush_event(

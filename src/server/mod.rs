@@ -3,6 +3,7 @@
 //! - `commands`: the LOCK.* handlers: parse, run the rules, reply.
 //! - `keyspace`: the rules' `Keyspace` on the real server (reads by key handle, writes by
 //!   replicated `RM_Call` so replicas, AOF, cluster checks and notifications see them).
+//! - `cluster`: slot checks and what to answer while a lock's slot moves.
 //! - `command_info`: command docs, key specs and ACL categories handed to the server.
 //! - `blocking`: blocked clients, their replies, timeouts, disconnects.
 //! - `events`: keyspace notifications and server events that free locks behind our back.
@@ -13,6 +14,7 @@
 //! - `state`: the one `LockTable` of the server, touched only on the main thread.
 
 pub mod blocking;
+pub mod cluster;
 pub mod command_info;
 pub mod commands;
 pub mod deadlines;

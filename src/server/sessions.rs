@@ -15,7 +15,7 @@ use std::time::Duration;
 use redis_module::{raw, Context, Status};
 
 use super::effects::apply;
-use super::events::{write_permission, WritePermission};
+use super::events::{subscribe_server_event, write_permission, WritePermission};
 use super::state::{select_db, with_table, ServerClock};
 use crate::config::signal_expire_ms;
 use crate::engine::{Clock, LockKey, Renewal};
@@ -31,19 +31,8 @@ thread_local! {
 const RETRY: Duration = Duration::from_millis(10);
 
 pub fn subscribe_client_events(ctx: &Context) -> Status {
-    let event = raw::RedisModuleEvent {
-        id: raw::REDISMODULE_EVENT_CLIENT_CHANGE,
-        dataver: 1,
-    };
-    // SAFETY: called from OnLoad with its live context; the callback is an `extern "C"` function
-    // of this module that never unwinds.
-    let subscribed = unsafe {
-        match raw::RedisModule_SubscribeToServerEvent {
-            Some(subscribe) => subscribe(ctx.ctx, event, Some(on_client_change)),
-            None => raw::REDISMODULE_ERR as i32,
-        }
-    };
-    if subscribed == raw::REDISMODULE_OK as i32 {
+    let id = raw::REDISMODULE_EVENT_CLIENT_CHANGE;
+    if subscribe_server_event(ctx, id, Some(on_client_change)) {
         Status::Ok
     } else {
         Status::Err
