@@ -32,7 +32,12 @@ fn on_keyspace_event(ctx: &Context, class: NotifyEvent, event: &str, key: &[u8])
     events::on_keyspace_event(ctx, class, event, key);
 }
 
-fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Status {
+fn init(ctx: &Context, args: &[redis_module::RedisString]) -> redis_module::Status {
+    let arg_bytes: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+    if let Err(e) = config::check_module_args(&arg_bytes) {
+        ctx.log_warning(&format!("lock: refusing to load: {e}"));
+        return redis_module::Status::Err;
+    }
     if let Err(e) = config::check_loaded_values() {
         ctx.log_warning(&e);
         return redis_module::Status::Err;
@@ -72,7 +77,7 @@ redis_module! {
     ],
     configurations: [
         i64: [
-            ["signal-expire", &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,
+            [config::SIGNAL_EXPIRE_NAME, &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,
              config::SIGNAL_EXPIRE_MIN, config::SIGNAL_EXPIRE_MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
