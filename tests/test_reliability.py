@@ -57,3 +57,35 @@ def test_server_refuses_to_start_with_unknown_module_argument():
         assert "'bogus'" in s.log_tail(200)
     finally:
         s.stop()
+
+
+# ---------------------------------------------------------------------------
+# 4. a writable replica never writes locks on its own
+
+
+@pytest.mark.parametrize("read_only", ["yes", "no"])
+def test_replica_refuses_lock_writes(make_server, read_only):
+    from topology import start_replica, sync
+    primary = make_server()
+    replica = start_replica(make_server, primary,
+                            extra_config=[("replica-read-only", read_only)])
+    m, r = primary.client(), replica.client()
+    m.execute_command("LOCK.ACQUIRE", "held", "ID", "p", "EX", "100")
+    sync(m)
+    for args in (["LOCK.ACQUIRE", "free", "ID", "r"], ["LOCK.ACQUIRE", "held", "ID", "r", "NOWAIT"],
+                 ["LOCK.ACQUIRE", "held", "ID", "r", "TIMEOUT", "0.1"],
+                 ["LOCK.RELEASE", "held", "p"], ["LOCK.EXTEND", "held", "p", "EX", "5"],
+                 ["LOCK.RESET", "held"], ["LOCK.RESETALL"]):
+        with pytest.raises(redis.ResponseError) as e:
+            r.execute_command(*args)
+        # redis-py turns the READONLY code into ReadOnlyError and strips it from the text.
+        assert isinstance(e.value, redis.exceptions.ReadOnlyError), (args, e.value)
+        assert "read only replica" in str(e.value), args
+    assert r.execute_command("LOCK.OWNER", "held") == b"p"
+    assert r.execute_command("LOCK.OWNER", "free") is None
+    info = r.execute_command("LOCK.INFO", "held")
+    assert b"p" in info
+    assert r.keys("lock:*") == [b"lock:held"] and r.pttl("lock:held") > 90000
+    assert m.execute_command("LOCK.RELEASE", "held", "p") == b"OK"
+    sync(m)
+    assert r.exists("lock:held") == 0
