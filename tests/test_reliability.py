@@ -89,3 +89,95 @@ def test_replica_refuses_lock_writes(make_server, read_only):
     assert m.execute_command("LOCK.RELEASE", "held", "p") == b"OK"
     sync(m)
     assert r.exists("lock:held") == 0
+
+
+# ---------------------------------------------------------------------------
+# 5, 6. nothing the module keeps outlives the locks it is about
+
+
+def lock_stat(c, field):
+    return int(c.info("lock")[f"lock_{field}"])
+
+
+def unload_refused_by_timers(c):
+    try:
+        c.execute_command("MODULE", "UNLOAD", "lock")
+        return False
+    except redis.ResponseError as e:
+        assert "timer" in str(e), e
+        return True
+
+
+def used_memory(c):
+    return int(c.info("memory")["used_memory"])
+
+
+def acquire_many(c, n, then_release, prefix="job:"):
+    for start in range(0, n, 1000):
+        p = c.pipeline(transaction=False)
+        for i in range(start, min(start + 1000, n)):
+            p.execute_command("LOCK.ACQUIRE", f"{prefix}{i}", "ID", "me", "EX", "86400")
+            if then_release:
+                p.execute_command("LOCK.RELEASE", f"{prefix}{i}", "me", "SIGNAL-EXPIRE", "1")
+        p.execute()
+
+
+def test_released_locks_leave_no_timers_or_memory(server):
+    c = server.client()
+    acquire_many(c, 200, then_release=True, prefix="warmup:")  # allocator warm-up
+    wait_until(lambda: c.dbsize() == 0, timeout=20, message="signal lists expired")
+    before = used_memory(c)
+    acquire_many(c, 20000, then_release=True)
+    assert lock_stat(c, "deadline_timers") == 0
+    assert lock_stat(c, "locks_tracked") == 0
+    wait_until(lambda: c.dbsize() == 0, timeout=30, message="signal lists expired")
+    growth = used_memory(c) - before
+    assert growth < 1_000_000, f"used_memory grew by {growth} bytes after 20 000 released locks"
+    assert c.execute_command("MODULE", "UNLOAD", "lock") in (b"OK", True)
+
+
+def test_superseded_deadline_timers_are_stopped(server):
+    """Every earlier deadline (foreign PEXPIRE, EXTEND, hand-off) replaces the armed timer; after
+    the release no timer of ours is left (MODULE UNLOAD refuses pending timers)."""
+    c = server.client()
+    c.execute_command("LOCK.ACQUIRE", "x", "ID", "a", "EX", "100")
+    assert lock_stat(c, "deadline_timers") == 1
+    c.pexpire("lock:x", 50000)  # an earlier deadline, by someone else's command
+    c.execute_command("LOCK.EXTEND", "x", "a", "PX", "30000")
+    c.execute_command("LOCK.EXTEND", "x", "a", "PX", "300")
+    assert lock_stat(c, "deadline_timers") == 1
+    w = acquire_bg(server, "x", "ID", "w", "PX", "60000")
+    assert w.result(timeout=5) == b"w"  # the deadline timer serves the waiter at 300 ms
+    assert lock_stat(c, "deadline_timers") == 1  # now for w's deadline
+    c.execute_command("LOCK.RELEASE", "x", "w")
+    assert lock_stat(c, "deadline_timers") == 0
+    # On Redis 7.0 the expiry's settle step runs from a 0 ms timer, pending for a moment; no
+    # timer for a deadline minutes away may be left (the bound is far below any of them).
+    wait_until(lambda: unload_refused_by_timers(c) is False, timeout=2,
+               message="MODULE UNLOAD without pending timers")
+
+
+@pytest.mark.parametrize("flush", [["FLUSHALL"], ["FLUSHDB"], ["FLUSHALL", "ASYNC"]])
+def test_flush_forgets_granted_locks(server, flush):
+    c = server.client()
+    acquire_many(c, 200, then_release=False, prefix="warmup:")
+    c.execute_command(*flush)
+    wait_until(lambda: lock_stat(c, "locks_tracked") == 0, timeout=5)
+    before = used_memory(c)
+    for _round in range(3):
+        acquire_many(c, 20000, then_release=False)
+        assert lock_stat(c, "locks_tracked") == 20000
+        c.execute_command(*flush)
+        wait_until(lambda: c.dbsize() == 0, timeout=10)
+        assert lock_stat(c, "locks_tracked") == 0
+        assert lock_stat(c, "deadline_timers") == 0
+    growth = used_memory(c) - before
+    assert growth < 1_000_000, f"used_memory grew by {growth} bytes after 3 x (20 000, flush)"
+    # A stale record would make python's SET NX lock of the same name look module-granted:
+    # its expiry would count as a module lock's expiry and arm timers.
+    c.set("lock:job:7", "python-id", nx=True, px=60000)
+    assert lock_stat(c, "locks_tracked") == 0
+    assert lock_stat(c, "deadline_timers") == 0
+    info = dict(zip(*[iter(c.execute_command("LOCK.INFO", "job:7"))] * 2))
+    assert info[b"owner"] == b"python-id"
+    assert c.execute_command("MODULE", "UNLOAD", "lock") in (b"OK", True)

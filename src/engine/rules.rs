@@ -300,6 +300,13 @@ impl<C, K: Clock> LockTable<C, K> {
         self.held_since.len()
     }
 
+    /// Forgets the grants of database `db` (-1: all): a flush (or the full resync of a demoted
+    /// node) removed their keys without per-key events. Not a release: no hold time is recorded.
+    pub fn forget_holds_in(&mut self, db: i32) {
+        self.held_since.retain(|(d, _), _| db != -1 && *d != db);
+        self.held_since.shrink_to_fit(); // a flush of many locks must give the memory back
+    }
+
     /// True if the module granted this lock and has not seen it freed since.
     pub fn granted_by_us(&self, lock: &LockKey) -> bool {
         self.held_since.contains_key(lock)

@@ -70,7 +70,13 @@ pub fn on_keyspace_event(ctx: &Context, _class: NotifyEvent, event: &str, key: &
 /// not signalled: a flush leaves the database empty, as users expect, and they wake at their
 /// own BLPOP timeout as they would with python-redis-lock alone.
 pub fn on_flush(ctx: &Context, db: i32) {
-    KNOWN_LOCKS.with(|known| known.borrow_mut().retain(|(d, _)| db != -1 && *d != db));
+    KNOWN_LOCKS.with(|known| {
+        let mut known = known.borrow_mut();
+        known.retain(|(d, _)| db != -1 && *d != db);
+        known.shrink_to_fit(); // a flush of many locks must give the memory back
+    });
+    let _ = with_table(|t| t.forget_holds_in(db));
+    deadlines::disarm_flushed(ctx, db);
     let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
     for lock in locks.into_iter().filter(|(d, _)| db == -1 || *d == db) {
         schedule_settle(ctx, lock, FreedBy::Deletion);

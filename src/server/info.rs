@@ -2,6 +2,7 @@
 
 use redis_module::{InfoContext, RedisResult};
 
+use super::deadlines::armed_count;
 use super::state::with_table;
 
 pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
@@ -38,6 +39,7 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("hold_ms_avg", format!("{:.2}", st.hold.mean_ms()))?
         .field("hold_ms_max", st.hold.max_ms)?
         .field("locks_tracked", tracked as u64)?
+        .field("deadline_timers", armed_count() as u64)?
         .build_section()?
         .build_info()?;
     Ok(())
