@@ -1,12 +1,25 @@
 """Regressions of issue 15 (reliability and security): input edge cases, writable replicas,
 leaked timers and records, undelivered grants, ACL key permissions."""
 
+import contextlib
+import socket
 import time
 
 import pytest
 import redis
 
 from harness import LOCK_MODULE, RedisServer, acquire_bg, error_code, wait_until, wait_waiters
+
+
+@contextlib.contextmanager
+def socket_free_port():
+    """A port on 127.0.0.1 where nothing listens (bound but not listening while in use)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
 
 
 # ---------------------------------------------------------------------------
@@ -181,3 +194,50 @@ def test_flush_forgets_granted_locks(server, flush):
     info = dict(zip(*[iter(c.execute_command("LOCK.INFO", "job:7"))] * 2))
     assert info[b"owner"] == b"python-id"
     assert c.execute_command("MODULE", "UNLOAD", "lock") in (b"OK", True)
+
+
+# ---------------------------------------------------------------------------
+# 1. an undelivered grant is taken back even when writes are paused or the node was demoted
+
+
+@pytest.mark.parametrize("pause", ["WRITE", "ALL"])
+def test_undelivered_grant_taken_back_after_client_pause(server, pause):
+    c = server.client()
+    c.execute_command("LOCK.ACQUIRE", "x", "ID", "h")
+    w = acquire_bg(server, "x", "ID", "w")
+    wait_waiters(c, "x", 1)
+    s = acquire_bg(server, "x", "ID", "s", "TIMEOUT", "3")
+    wait_waiters(c, "x", 2)
+    p = c.pipeline(transaction=False)
+    p.execute_command("LOCK.RELEASE", "x", "h")
+    p.execute_command("CLIENT", "KILL", "ID", w.client_id)
+    p.execute_command("CLIENT", "PAUSE", "300", pause)
+    p.execute()
+    assert s.result(timeout=5) == b"s"
+    assert s.elapsed < 2.5
+    assert c.execute_command("LOCK.OWNER", "x") == b"s"
+
+
+def test_grant_undelivered_by_demotion_is_taken_back_after_promotion(make_server):
+    server = make_server()
+    c = server.client()
+    c.execute_command("LOCK.ACQUIRE", "x", "ID", "h")
+    w = acquire_bg(server, "x", "ID", "w")
+    wait_waiters(c, "x", 1)
+    with socket_free_port() as port:
+        p = c.pipeline(transaction=False)
+        p.execute_command("LOCK.RELEASE", "x", "h")
+        p.execute_command("REPLICAOF", "127.0.0.1", str(port))  # nobody listens: data stays
+        p.execute()
+    try:
+        granted = w.result(timeout=5) == b"w"
+    except redis.ResponseError as e:  # -UNBLOCKED: the demotion answered it
+        assert error_code(e) == "UNBLOCKED", e
+        granted = False
+    c.execute_command("REPLICAOF", "NO", "ONE")
+    if granted:
+        assert c.execute_command("LOCK.OWNER", "x") == b"w"
+    else:
+        wait_until(lambda: c.execute_command("LOCK.OWNER", "x") != b"w", timeout=5,
+                   message="the grant nobody received taken back after REPLICAOF NO ONE")
+        assert c.execute_command("LOCK.ACQUIRE", "x", "ID", "n", "NOWAIT") == b"n"
