@@ -29,8 +29,10 @@ deps:
 build: deps
 	cargo build --release --locked
 
+# redis.conf.example loads the module itself (a second --loadmodule would load it twice, which
+# the server refuses at start-up); its module path is relative to the repository root.
 run: build
-	redis-server redis.conf.example --port $(PORT) --loadmodule $(CURDIR)/$(MODULE)
+	cd $(CURDIR) && redis-server redis.conf.example --port $(PORT)
 
 # The test tools, and the Python drop-in client (clients/python) installed as users install it.
 $(VENV)/.installed: tests/requirements.txt clients/python/pyproject.toml clients/python/redis_lock_native/__init__.py

@@ -164,12 +164,21 @@ pub fn all() -> Vec<CommandDoc> {
         },
         CommandDoc {
             name: "lock.info",
-            summary: "Returns the owner, the milliseconds to expiry and the number of waiters of a lock.",
+            summary: "Returns the owner, the milliseconds to expiry, the number of waiters of a lock, and the connection the module granted it to and since when.",
             complexity: "O(1)",
             arity: 2,
             key: Some(KeyAccess::ReadOnly),
             acl_categories: "read fast",
             args: vec![name()],
+        },
+        CommandDoc {
+            name: "lock.waiters",
+            summary: "Lists the module waiters of a lock in queue order (the head is served first): client id, waited ms, timeout, requested expiry.",
+            complexity: "O(N), N being the waiters listed",
+            arity: -2,
+            key: Some(KeyAccess::ReadOnly),
+            acl_categories: "read slow",
+            args: vec![name(), optional(token("count", Integer, "COUNT"))],
         },
     ]
 }
@@ -192,7 +201,7 @@ mod tests {
         let mut names: Vec<_> = docs.iter().map(|d| d.name).collect();
         names.sort();
         names.dedup();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 8);
         for d in &docs {
             match d.key {
                 Some(_) => assert_eq!(

@@ -8,7 +8,8 @@ use crate::request::MAX_MILLIS;
 /// arguments (`--loadmodule … <name> <value>`). A new config is one line here plus its
 /// registration in lib.rs.
 pub const SIGNAL_EXPIRE_NAME: &str = "signal-expire";
-pub const CONFIG_NAMES: &[&str] = &[SIGNAL_EXPIRE_NAME];
+pub const SESSION_LEASE_NAME: &str = "session-lease";
+pub const CONFIG_NAMES: &[&str] = &[SIGNAL_EXPIRE_NAME, SESSION_LEASE_NAME];
 
 pub const SIGNAL_EXPIRE_DEFAULT: i64 = 1000;
 pub const SIGNAL_EXPIRE_MIN: i64 = 1;
@@ -17,6 +18,19 @@ pub const SIGNAL_EXPIRE_MAX: i64 = MAX_MILLIS as i64;
 /// Milliseconds the signal list lives after a release, reset or expiry when the command gives no
 /// SIGNAL-EXPIRE (python-redis-lock's `signal_expire`, default 1000).
 pub static SIGNAL_EXPIRE: AtomicI64 = AtomicI64::new(SIGNAL_EXPIRE_DEFAULT);
+
+pub const SESSION_LEASE_DEFAULT: i64 = 10_000;
+pub const SESSION_LEASE_MIN: i64 = 1;
+pub const SESSION_LEASE_MAX: i64 = MAX_MILLIS as i64;
+
+/// Milliseconds of the lease of a SESSION lock acquired without EX/PX.
+pub static SESSION_LEASE: AtomicI64 = AtomicI64::new(SESSION_LEASE_DEFAULT);
+
+pub fn session_lease_ms() -> u64 {
+    SESSION_LEASE
+        .load(Ordering::Relaxed)
+        .clamp(SESSION_LEASE_MIN, SESSION_LEASE_MAX) as u64
+}
 
 pub fn signal_expire_ms() -> u64 {
     // The server enforces the registered range; clamp anyway so a bad value can never reach a
@@ -30,14 +44,29 @@ pub fn signal_expire_ms() -> u64 {
 /// which the server does not range-check: refuse to load with an out-of-range value, as
 /// `CONFIG SET` would refuse it.
 pub fn check_loaded_values() -> Result<(), String> {
-    let value = SIGNAL_EXPIRE.load(Ordering::Relaxed);
-    if (SIGNAL_EXPIRE_MIN..=SIGNAL_EXPIRE_MAX).contains(&value) {
-        Ok(())
-    } else {
-        Err(format!(
-            "signal-expire must be between {SIGNAL_EXPIRE_MIN} and {SIGNAL_EXPIRE_MAX}, got {value}"
-        ))
+    let checks = [
+        (
+            SIGNAL_EXPIRE_NAME,
+            &SIGNAL_EXPIRE,
+            SIGNAL_EXPIRE_MIN,
+            SIGNAL_EXPIRE_MAX,
+        ),
+        (
+            SESSION_LEASE_NAME,
+            &SESSION_LEASE,
+            SESSION_LEASE_MIN,
+            SESSION_LEASE_MAX,
+        ),
+    ];
+    for (name, config, min, max) in checks {
+        let value = config.load(Ordering::Relaxed);
+        if !(min..=max).contains(&value) {
+            return Err(format!(
+                "{name} must be between {min} and {max}, got {value}"
+            ));
+        }
     }
+    Ok(())
 }
 
 /// Module arguments are `<name> <value>` pairs of registered configs. The crate silently
@@ -78,6 +107,7 @@ mod tests {
         let table: &[(&[&str], Option<&str>)] = &[
             (&[], None),
             (&["signal-expire", "500"], None),
+            (&["session-lease", "3000", "signal-expire", "500"], None),
             (&["signal-expire"], Some("'signal-expire' needs a value")),
             (&["bogus", "1"], Some("unknown module argument 'bogus'")),
             (&["signal-expire", "5", "bogus"], Some("unknown module argument 'bogus'")),

@@ -43,7 +43,10 @@ fn init(ctx: &Context, args: &[redis_module::RedisString]) -> redis_module::Stat
         return redis_module::Status::Err;
     }
     server::command_info::register(ctx);
-    events::subscribe_server_events(ctx)
+    if events::subscribe_server_events(ctx) == redis_module::Status::Err {
+        return redis_module::Status::Err;
+    }
+    server::sessions::subscribe_client_events(ctx)
 }
 
 #[info_command_handler]
@@ -71,6 +74,7 @@ redis_module! {
         ["lock.reset", commands::reset, "write fast", 1, 1, 1, ""],
         ["lock.resetall", commands::reset_all, "write", 0, 0, 0, ""],
         ["lock.info", commands::info, "readonly fast", 1, 1, 1, ""],
+        ["lock.waiters", commands::waiters, "readonly", 1, 1, 1, ""],
     ],
     event_handlers: [
         [@GENERIC @STRING @EXPIRED @EVICTED: on_keyspace_event],
@@ -79,6 +83,8 @@ redis_module! {
         i64: [
             [config::SIGNAL_EXPIRE_NAME, &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,
              config::SIGNAL_EXPIRE_MIN, config::SIGNAL_EXPIRE_MAX, ConfigurationFlags::DEFAULT, None],
+            [config::SESSION_LEASE_NAME, &config::SESSION_LEASE, config::SESSION_LEASE_DEFAULT,
+             config::SESSION_LEASE_MIN, config::SESSION_LEASE_MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],
         bool: [],

@@ -29,6 +29,8 @@ pub struct AcquireRequest {
     /// Lock expiry in milliseconds; `None` means the lock never expires.
     pub ttl_ms: Option<u64>,
     pub wait: Wait,
+    /// SESSION: bind the lock to the caller's connection.
+    pub session: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,7 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
     let mut ttl: Option<(&str, u64)> = None;
     let mut nowait = false;
     let mut timeout: Option<TimeoutArg> = None;
+    let mut session = false;
     while let Some((option, tail)) = rest.split_first() {
         let option = option.to_ascii_uppercase();
         rest = tail;
@@ -86,6 +89,12 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
                 let value = take_value(&mut rest, "TIMEOUT")?;
                 set_once(&mut timeout, "TIMEOUT", parse_timeout(value))?;
             }
+            b"SESSION" => {
+                if session {
+                    return Err(LockError::invalid("syntax error, SESSION given twice"));
+                }
+                session = true;
+            }
             _ => return Err(unknown_option()),
         }
     }
@@ -107,6 +116,7 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
         id,
         ttl_ms: ttl.map(|(_, ms)| ms),
         wait,
+        session,
     })
 }
 
@@ -156,6 +166,28 @@ pub fn parse_name_only(args: Args) -> Result<Vec<u8>, LockError> {
     match args {
         [name] => Ok(name.to_vec()),
         _ => Err(LockError::WrongArity),
+    }
+}
+
+/// LOCK.WAITERS <name> [COUNT n]: the name and how many waiters to list (`None`: all).
+pub fn parse_waiters(args: Args) -> Result<(Vec<u8>, Option<usize>), LockError> {
+    match args {
+        [name] => Ok((name.to_vec(), None)),
+        [name, option, value] if option.eq_ignore_ascii_case(b"COUNT") => {
+            match parse_integer(value)? {
+                n if n >= 1 => Ok((
+                    name.to_vec(),
+                    Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                )),
+                _ => Err(LockError::invalid("COUNT must be positive")),
+            }
+        }
+        [_, _, _] => Err(unknown_option()),
+        [_, option] if option.eq_ignore_ascii_case(b"COUNT") => {
+            Err(LockError::invalid("syntax error, COUNT needs a value"))
+        }
+        [] => Err(LockError::WrongArity),
+        _ => Err(LockError::invalid("syntax error")),
     }
 }
 
@@ -325,7 +357,8 @@ mod tests {
                 name: b"n".to_vec(),
                 id: None,
                 ttl_ms: None,
-                wait: Wait::Forever
+                wait: Wait::Forever,
+                session: false,
             }
         );
     }
@@ -338,6 +371,10 @@ mod tests {
         assert_eq!(r.wait, Wait::Millis(250));
         let r = acquire(&["n", "NOWAIT", "EX", "10"]).unwrap();
         assert_eq!((r.ttl_ms, r.wait), (Some(10_000), Wait::NoWait));
+        let r = acquire(&["n", "session", "PX", "300", "TIMEOUT", "1"]).unwrap();
+        assert_eq!((r.session, r.ttl_ms), (true, Some(300)));
+        assert!(acquire(&["n", "SESSION"]).unwrap().session);
+        assert!(!acquire(&["n"]).unwrap().session);
     }
 
     #[test]
@@ -386,6 +423,8 @@ mod tests {
             (&["n", "PX", "99999999999999999999"], "ERR"),
             (&["n", "EX", "9223372036854775807"], "ERR"),
             (&["n", "NOWAIT", "NOWAIT"], "ERR"),
+            (&["n", "SESSION", "SESSION"], "ERR"),
+            (&["n", "SESSIONS"], "ERR"),
             (&["n", "TIMEOUT", "abc"], "ERR"),
             (&["n", "TIMEOUT", "inf"], "ERR"),
             (&["n", "TIMEOUT", "nan"], "ERR"),
@@ -481,6 +520,36 @@ mod tests {
         );
         assert_eq!(with(&[], parse_no_args), Ok(()));
         assert_eq!(with(&["x"], parse_no_args), Err(LockError::WrongArity));
+    }
+
+    #[test]
+    fn waiters() {
+        let ok: &[(&[&str], Option<usize>)] = &[
+            (&["n"], None),
+            (&["n", "COUNT", "1"], Some(1)),
+            (&["n", "count", "25"], Some(25)),
+        ];
+        for (argv, want) in ok {
+            assert_eq!(
+                with(argv, parse_waiters),
+                Ok((b"n".to_vec(), *want)),
+                "{argv:?}"
+            );
+        }
+        let bad: &[&[&str]] = &[
+            &["n", "COUNT"],
+            &["n", "COUNT", "0"],
+            &["n", "COUNT", "-1"],
+            &["n", "COUNT", "x"],
+            &["n", "COUNT", "1.5"],
+            &["n", "LIMIT", "1"],
+            &["n", "COUNT", "1", "COUNT", "1"],
+            &["n", "x"],
+        ];
+        for argv in bad {
+            assert_eq!(code(with(argv, parse_waiters)), "ERR", "{argv:?}");
+        }
+        assert_eq!(with(&[], parse_waiters), Err(LockError::WrongArity));
     }
 
     #[test]

@@ -129,7 +129,8 @@ def test_command_docs_describe_every_argument(server):
         (b"name", None), (b"id", b"ID"), (b"expiration", None), (b"seconds", b"EX"),
         (b"milliseconds", b"PX"), (b"wait", None), (b"nowait", b"NOWAIT"), (b"seconds", b"TIMEOUT"),
     ]
-    for name in ["lock.release", "lock.extend", "lock.owner", "lock.reset", "lock.resetall", "lock.info"]:
+    for name in ["lock.release", "lock.extend", "lock.owner", "lock.reset", "lock.resetall", "lock.info",
+                 "lock.waiters"]:
         assert _flat_docs(c, name)[b"summary"], name
 
 

@@ -3,6 +3,7 @@
 //! - a waiter is answered at most once, and the table holds exactly the unanswered ones;
 //! - grants go to the longest-waiting unanswered waiter of the lock (FIFO);
 //! - a granted waiter owns the lock, with its own id, right after the step;
+//! - a closed connection frees only the session locks bound to it that still hold its id;
 //! - no operation ever panics.
 #![no_main]
 
@@ -10,7 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use libfuzzer_sys::fuzz_target;
 use redis_lock::engine::memory::{ManualClock, MemoryKeyspace};
-use redis_lock::engine::{AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, WaiterId};
+use redis_lock::engine::{
+    AcquireOutcome, Delivery, FreedBy, Keyspace, LockKey, LockTable, AcquireArgs, WaiterId,
+};
 
 const CLIENTS: u8 = 6;
 const LOCKS: u8 = 3;
@@ -37,11 +40,19 @@ fuzz_target!(|data: &[u8]| {
         let c = a % CLIENTS;
         let l = lock(b);
         let ttl = if a & 0x80 != 0 { Some(u64::from(b % 50) + 1) } else { None };
-        match op % 9 {
+        match op % 10 {
             0 if !waiting.contains_key(&c) => {
                 let may_wait = b & 0x40 != 0;
-                if let Ok(AcquireOutcome::MustWait) = table.acquire(&mut ks, &l, &id(c), ttl, may_wait) {
-                    let w = table.enqueue(l.clone(), id(c), ttl, c);
+                let args = AcquireArgs {
+                    owner: id(c),
+                    ttl_ms: ttl,
+                    timeout_ms: None,
+                    client_id: Some(u64::from(c)),
+                    // SESSION needs a lease: a session acquire always carries one.
+                    session: ttl.is_some() && b & 0x20 != 0,
+                };
+                if let Ok(AcquireOutcome::MustWait) = table.acquire(&mut ks, &l, &args, may_wait) {
+                    let w = table.enqueue(l.clone(), args, c);
                     waiting.insert(c, (w, l.clone()));
                     queue.entry(l).or_default().insert(w, c);
                 }
@@ -68,6 +79,10 @@ fuzz_target!(|data: &[u8]| {
             }
             5 => {
                 let _ = ks.delete_lock(&l.1);
+                if a & 0x40 != 0 {
+                    // python-redis-lock's SET NX, with one of our clients' ids, before the settle step.
+                    let _ = ks.set_owner(&l.1, &id(c), None);
+                }
                 table.lock_freed(&mut ks, &l, SIG, FreedBy::Deletion);
             }
             6 => {
@@ -76,8 +91,21 @@ fuzz_target!(|data: &[u8]| {
             7 => {
                 let _ = table.extend(&mut ks, &l, &id(c), u64::from(b % 50) + 1);
             }
-            _ => {
+            8 => {
                 table.take_back(&mut ks, &l, &id(c), SIG);
+            }
+            _ => {
+                // Client c's connection closes: only a lock bound to it, and still holding the
+                // id it was granted, may be freed.
+                for x in 0..LOCKS {
+                    let lx = lock(x);
+                    let bound = table.info(&mut ks, &lx).ok().and_then(|i| i.session);
+                    let owner = ks.owner(&lx.1).ok().flatten();
+                    if table.connection_closed(&mut ks, &lx, u64::from(c), SIG) {
+                        assert_eq!(bound, Some(u64::from(c)), "freed a lock not bound to c");
+                        assert_eq!(owner, Some(id(c)), "freed a lock c no longer held");
+                    }
+                }
             }
         }
         for wakeup in table.take_wakeups() {

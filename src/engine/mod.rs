@@ -5,14 +5,17 @@
 //! [`memory::MemoryKeyspace`] with a hand-driven clock (the redis-cell pattern). The FFI glue in
 //! `crate::server` implements both traits on top of the real server.
 
+pub mod holders;
 pub mod keyspace;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod memory;
 pub mod queue;
 pub mod rules;
+pub mod sessions;
 pub mod stats;
 
 pub use keyspace::{Clock, Keyspace, KeyspaceError};
-pub use queue::{LockKey, WaitQueues, Waiter, WaiterId};
-pub use rules::{AcquireOutcome, Delivery, LockInfo, LockTable, Wakeup};
+pub use queue::{AcquireArgs, LockKey, WaitQueues, Waiter, WaiterId};
+pub use rules::session_rules::Renewal;
+pub use rules::{AcquireOutcome, Delivery, LockInfo, LockTable, WaiterInfo, Wakeup};
 pub use stats::{FreedBy, LockEvent, Stats, Summary};

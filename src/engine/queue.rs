@@ -10,14 +10,26 @@ pub type LockKey = (i32, Vec<u8>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WaiterId(pub u64);
 
-#[derive(Debug)]
-pub struct Waiter<C> {
-    pub id: WaiterId,
+/// What an acquirer asks for: kept with it while it waits, applied when it is granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcquireArgs {
     /// The id the waiter will own the lock with.
     pub owner: Vec<u8>,
     /// The waiter's own expiry, applied when it is granted.
     pub ttl_ms: Option<u64>,
-    /// When it started waiting (for wait-time statistics).
+    /// How long it is willing to wait (`None`: forever); its timer enforces it.
+    pub timeout_ms: Option<u64>,
+    /// Its connection's id, for LOCK.WAITERS and the holder record once granted.
+    pub client_id: Option<u64>,
+    /// SESSION: bind the lock to that connection once granted (`ttl_ms` is then the lease).
+    pub session: bool,
+}
+
+#[derive(Debug)]
+pub struct Waiter<C> {
+    pub id: WaiterId,
+    pub request: AcquireArgs,
+    /// When it started waiting (for wait-time statistics and LOCK.WAITERS).
     pub since_ms: u64,
     /// Whatever the glue needs to answer the client (its blocked-client handle).
     pub client: C,
@@ -46,8 +58,7 @@ impl<C> WaitQueues<C> {
     pub fn push(
         &mut self,
         lock: LockKey,
-        owner: Vec<u8>,
-        ttl_ms: Option<u64>,
+        request: AcquireArgs,
         since_ms: u64,
         client: C,
     ) -> WaiterId {
@@ -55,8 +66,7 @@ impl<C> WaitQueues<C> {
         self.next_id += 1;
         let waiter = Waiter {
             id,
-            owner,
-            ttl_ms,
+            request,
             since_ms,
             client,
         };
@@ -109,6 +119,11 @@ impl<C> WaitQueues<C> {
         self.queues.get_mut(lock)?.get_mut(&id)
     }
 
+    /// The waiters of one lock, head (served first) first.
+    pub fn of_lock(&self, lock: &LockKey) -> impl Iterator<Item = &Waiter<C>> {
+        self.queues.get(lock).into_iter().flat_map(BTreeMap::values)
+    }
+
     pub fn len_of(&self, lock: &LockKey) -> usize {
         self.queues.get(lock).map_or(0, BTreeMap::len)
     }
@@ -141,19 +156,29 @@ mod tests {
         (0, name.as_bytes().to_vec())
     }
 
+    fn req(owner: &[u8], ttl_ms: Option<u64>) -> AcquireArgs {
+        AcquireArgs {
+            owner: owner.to_vec(),
+            ttl_ms,
+            timeout_ms: None,
+            client_id: None,
+            session: false,
+        }
+    }
+
     #[test]
     fn fifo_per_lock() {
         let mut q = WaitQueues::default();
-        let a = q.push(key("x"), b"a".to_vec(), None, 0, "a");
-        let _ = q.push(key("y"), b"y".to_vec(), None, 0, "y");
-        let b = q.push(key("x"), b"b".to_vec(), Some(5), 0, "b");
+        let a = q.push(key("x"), req(b"a", None), 0, "a");
+        let _ = q.push(key("y"), req(b"y", None), 0, "y");
+        let b = q.push(key("x"), req(b"b", Some(5)), 0, "b");
         assert_eq!(
             (q.len_of(&key("x")), q.total(), q.locks_waited_on()),
             (2, 3, 2)
         );
         assert_eq!(q.pop_head(&key("x")).map(|w| w.id), Some(a));
         let w = q.pop_head(&key("x")).unwrap();
-        assert_eq!((w.id, w.ttl_ms, w.client), (b, Some(5), "b"));
+        assert_eq!((w.id, w.request.ttl_ms, w.client), (b, Some(5), "b"));
         assert!(q.pop_head(&key("x")).is_none());
         assert!(!q.has_waiters(&key("x")));
         assert_eq!(q.total(), 1);
@@ -163,11 +188,14 @@ mod tests {
     fn remove_from_the_middle_keeps_order() {
         let mut q = WaitQueues::default();
         let ids: Vec<_> = (0..5)
-            .map(|i| q.push(key("x"), vec![i], None, 0, i))
+            .map(|i| q.push(key("x"), req(&[i], None), 0, i))
             .collect();
         let (lock, w) = q.remove(ids[2]).unwrap();
         assert_eq!((lock, w.client), (key("x"), 2));
         assert!(q.remove(ids[2]).is_none(), "a waiter is removed once");
+        let listed: Vec<_> = q.of_lock(&key("x")).map(|w| w.client).collect();
+        assert_eq!(listed, vec![0, 1, 3, 4], "listed in queue order");
+        assert_eq!(q.of_lock(&key("none")).count(), 0);
         let order: Vec<_> =
             std::iter::from_fn(|| q.pop_head(&key("x")).map(|w| w.client)).collect();
         assert_eq!(order, vec![0, 1, 3, 4]);
@@ -177,9 +205,9 @@ mod tests {
     #[test]
     fn drains_and_lists_locks() {
         let mut q = WaitQueues::default();
-        q.push((0, b"a".to_vec()), vec![], None, 0, 1);
-        q.push((0, b"a".to_vec()), vec![], None, 0, 2);
-        let other = q.push((1, b"a".to_vec()), vec![], None, 0, 3);
+        q.push((0, b"a".to_vec()), req(b"", None), 0, 1);
+        q.push((0, b"a".to_vec()), req(b"", None), 0, 2);
+        let other = q.push((1, b"a".to_vec()), req(b"", None), 0, 3);
         let mut locks = q.all_locks();
         locks.sort();
         assert_eq!(locks, [(0, b"a".to_vec()), (1, b"a".to_vec())]);
@@ -191,7 +219,7 @@ mod tests {
             .collect();
         assert_eq!(drained, vec![1, 2]);
         assert_eq!(q.total(), 0);
-        q.push(key("z"), vec![], None, 0, 9);
+        q.push(key("z"), req(b"", None), 0, 9);
         assert_eq!(q.drain_all().len(), 1);
         assert_eq!((q.total(), q.locks_waited_on()), (0, 0));
     }

@@ -5,10 +5,10 @@
 //! drains them with [`LockTable::take_wakeups`] and unblocks those clients. Everything one
 //! operation does happens inside one command or timer callback, so it is atomic on the server.
 
-use std::collections::HashMap;
-
+use super::holders::Holders;
 use super::keyspace::{Clock, KeyResult, Keyspace, KeyspaceError};
-use super::queue::{LockKey, WaitQueues, WaiterId};
+use super::queue::{AcquireArgs, LockKey, WaitQueues, WaiterId};
+use super::sessions::Sessions;
 use super::stats::{FreedBy, LockEvent, Stats};
 use crate::error::LockError;
 
@@ -45,14 +45,31 @@ pub struct LockInfo {
     pub owner: Option<Vec<u8>>,
     pub ttl_ms: i64,
     pub waiters: usize,
+    /// The module's grant that the lock is now: the acquiring connection (if known) and how
+    /// long ago it was granted. `None` when the module did not grant the current holding.
+    pub holder: Option<(Option<u64>, u64)>,
+    /// The connection a SESSION lock is bound to.
+    pub session: Option<u64>,
+}
+
+/// One queued waiter as LOCK.WAITERS shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaiterInfo {
+    pub client_id: Option<u64>,
+    pub waited_ms: u64,
+    pub timeout_ms: Option<u64>,
+    pub ttl_ms: Option<u64>,
+    pub session: bool,
 }
 
 pub struct LockTable<C, K> {
     waiters: WaitQueues<C>,
     wakeups: Vec<Wakeup<C>>,
     events: Vec<(LockEvent, LockKey)>,
-    /// When the module granted each lock it knows to be held (for hold-time statistics).
-    held_since: HashMap<LockKey, u64>,
+    /// Whom and when the module granted each lock it knows to be held.
+    holders: Holders,
+    /// SESSION locks: which connection each is bound to, and when its lease is renewed.
+    sessions: Sessions,
     clock: K,
     pub stats: Stats,
 }
@@ -63,22 +80,22 @@ impl<C, K: Clock> LockTable<C, K> {
             waiters: WaitQueues::default(),
             wakeups: Vec::new(),
             events: Vec::new(),
-            held_since: HashMap::new(),
+            holders: Holders::default(),
+            sessions: Sessions::default(),
             clock,
             stats: Stats::default(),
         }
     }
 
-    /// LOCK.ACQUIRE's single atomic step. `owner` is the id to take the lock with;
-    /// `explicit_id` says the caller chose it (only then can it already own the lock).
+    /// LOCK.ACQUIRE's single atomic step: take the lock for `args.owner` if it is free.
     pub fn acquire(
         &mut self,
         ks: &mut impl Keyspace,
         lock: &LockKey,
-        owner: &[u8],
-        ttl_ms: Option<u64>,
+        args: &AcquireArgs,
         may_wait: bool,
     ) -> Result<AcquireOutcome, LockError> {
+        let owner = args.owner.as_slice();
         let name = &lock.1;
         let mut current = ks.owner(name)?;
         ks.check_signal_type(name)?;
@@ -93,9 +110,9 @@ impl<C, K: Clock> LockTable<C, K> {
             Some(_) if may_wait => Ok(AcquireOutcome::MustWait),
             Some(_) => Ok(AcquireOutcome::Busy),
             None => {
-                ks.set_owner(name, owner, ttl_ms)?;
+                ks.set_owner(name, owner, args.ttl_ms)?;
                 self.stats.grants_immediate += 1;
-                self.held_since.insert(lock.clone(), self.clock.now_ms());
+                self.record_grant(lock, args);
                 self.events.push((LockEvent::Acquired, lock.clone()));
                 Ok(AcquireOutcome::Acquired(owner.to_vec()))
             }
@@ -103,15 +120,9 @@ impl<C, K: Clock> LockTable<C, K> {
     }
 
     /// Queues a blocked acquirer at the tail of the lock's line.
-    pub fn enqueue(
-        &mut self,
-        lock: LockKey,
-        owner: Vec<u8>,
-        ttl_ms: Option<u64>,
-        client: C,
-    ) -> WaiterId {
+    pub fn enqueue(&mut self, lock: LockKey, request: AcquireArgs, client: C) -> WaiterId {
         let now = self.clock.now_ms();
-        self.waiters.push(lock, owner, ttl_ms, now, client)
+        self.waiters.push(lock, request, now, client)
     }
 
     /// LOCK.RELEASE: the id must own the lock; it then passes to the next waiter, or is deleted
@@ -148,6 +159,8 @@ impl<C, K: Clock> LockTable<C, K> {
             return Err(LockError::NotExpirable);
         }
         ks.set_ttl(name, ttl_ms)?;
+        let now = self.clock.now_ms();
+        self.sessions.set_lease(lock, ttl_ms, now);
         Ok(())
     }
 
@@ -185,11 +198,35 @@ impl<C, K: Clock> LockTable<C, K> {
         } else {
             -2
         };
+        let now = self.clock.now_ms();
+        let holder = self
+            .holders
+            .current(lock, owner.as_deref())
+            .map(|h| (h.client_id, now.saturating_sub(h.since_ms)));
+        let session = holder.and(self.sessions.client_of(lock));
         Ok(LockInfo {
             owner,
             ttl_ms,
             waiters: self.waiters.len_of(lock),
+            holder,
+            session,
         })
+    }
+
+    /// LOCK.WAITERS: the first `count` waiters of the lock (all with `None`), head first.
+    pub fn waiters_of(&self, lock: &LockKey, count: Option<usize>) -> Vec<WaiterInfo> {
+        let now = self.clock.now_ms();
+        self.waiters
+            .of_lock(lock)
+            .take(count.unwrap_or(usize::MAX))
+            .map(|w| WaiterInfo {
+                client_id: w.request.client_id,
+                waited_ms: now.saturating_sub(w.since_ms),
+                timeout_ms: w.request.timeout_ms,
+                ttl_ms: w.request.ttl_ms,
+                session: w.request.session,
+            })
+            .collect()
     }
 
     /// The lock may have become free by something that is not one of our commands (`cause`:
@@ -205,10 +242,20 @@ impl<C, K: Clock> LockTable<C, K> {
     ) {
         match ks.owner(&lock.1) {
             Ok(None) => {}
-            // Held again (re-acquired, overwritten) or now another type: nothing was freed.
-            Ok(Some(_)) | Err(_) => return,
+            // Held again (re-acquired, overwritten) or now another type: nothing was freed now,
+            // but if it is no longer the module's grant, that holding (and its session) ended.
+            Ok(Some(owner)) => {
+                if self.holders.current(lock, Some(&owner)).is_none() {
+                    self.end_hold(lock);
+                }
+                return;
+            }
+            Err(_) => {
+                self.end_hold(lock);
+                return;
+            }
         }
-        if self.held_since.contains_key(lock) && cause == FreedBy::Expiry {
+        if self.holders.contains(lock) && cause == FreedBy::Expiry {
             self.events.push((LockEvent::Expired, lock.clone()));
         }
         self.end_hold(lock);
@@ -295,21 +342,20 @@ impl<C, K: Clock> LockTable<C, K> {
         std::mem::take(&mut self.events)
     }
 
-    /// Number of locks whose grant time is remembered (bounded by the locks held).
+    /// Number of locks whose grant is remembered (bounded by the locks held).
     pub fn tracked_holds(&self) -> usize {
-        self.held_since.len()
+        self.holders.len()
     }
 
     /// Forgets the grants of database `db` (-1: all): a flush (or the full resync of a demoted
     /// node) removed their keys without per-key events. Not a release: no hold time is recorded.
     pub fn forget_holds_in(&mut self, db: i32) {
-        self.held_since.retain(|(d, _), _| db != -1 && *d != db);
-        self.held_since.shrink_to_fit(); // a flush of many locks must give the memory back
+        self.holders.forget_db(db);
     }
 
     /// True if the module granted this lock and has not seen it freed since.
     pub fn granted_by_us(&self, lock: &LockKey) -> bool {
-        self.held_since.contains_key(lock)
+        self.holders.contains(lock)
     }
 
     pub fn waiters(&self) -> &WaitQueues<C> {
@@ -340,12 +386,24 @@ impl<C, K: Clock> LockTable<C, K> {
         Ok(())
     }
 
-    /// The lock stops being held by its current owner: record how long it was held.
+    /// The module granted the lock to `args`' acquirer just now: remember whom, and bind a
+    /// SESSION lock to its connection (its expiry is the lease).
+    fn record_grant(&mut self, lock: &LockKey, args: &AcquireArgs) {
+        let now = self.clock.now_ms();
+        self.holders.granted(lock, &args.owner, args.client_id, now);
+        if let (true, Some(client_id), Some(lease)) = (args.session, args.client_id, args.ttl_ms) {
+            self.sessions.bind(lock, client_id, lease, now);
+        }
+    }
+
+    /// The lock stops being held by its current owner: record how long it was held; a session
+    /// binding ends with it.
     fn end_hold(&mut self, lock: &LockKey) {
-        if let Some(since) = self.held_since.remove(lock) {
+        self.sessions.unbind(lock);
+        if let Some(holder) = self.holders.ended(lock) {
             self.stats
                 .hold
-                .record(self.clock.now_ms().saturating_sub(since));
+                .record(self.clock.now_ms().saturating_sub(holder.since_ms));
         }
     }
 
@@ -356,18 +414,19 @@ impl<C, K: Clock> LockTable<C, K> {
         let Some(waiter) = self.waiters.pop_head(lock) else {
             return false;
         };
-        match ks.set_owner(&lock.1, &waiter.owner, waiter.ttl_ms) {
+        let request = &waiter.request;
+        match ks.set_owner(&lock.1, &request.owner, request.ttl_ms) {
             Ok(()) => {
                 let now = self.clock.now_ms();
                 self.stats.grants_after_wait += 1;
                 self.stats.count_handoff(cause);
                 self.stats.wait.record(now.saturating_sub(waiter.since_ms));
-                self.held_since.insert(lock.clone(), now);
+                self.record_grant(lock, &waiter.request);
                 self.events.push((LockEvent::Handoff, lock.clone()));
                 self.wakeups.push(Wakeup {
                     client: waiter.client,
                     lock: lock.clone(),
-                    delivery: Delivery::Granted(waiter.owner),
+                    delivery: Delivery::Granted(waiter.request.owner),
                 });
                 true
             }
@@ -404,5 +463,6 @@ fn hand_off_error(server_error: &str) -> String {
     }
 }
 
+pub mod session_rules;
 #[cfg(test)]
 mod tests;

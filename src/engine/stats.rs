@@ -12,6 +12,8 @@ pub enum FreedBy {
     /// Someone else removed the key: DEL/UNLINK (python's unlock script too), eviction, RENAME,
     /// MOVE, FLUSHDB, SWAPDB.
     Deletion,
+    /// The connection holding a SESSION lock closed.
+    Disconnect,
 }
 
 /// What the module tells `notify-keyspace-events` subscribers about `lock:<name>`.
@@ -70,6 +72,11 @@ pub struct Stats {
     pub handoffs_reset: u64,
     pub handoffs_expiry: u64,
     pub handoffs_deletion: u64,
+    pub handoffs_disconnect: u64,
+    /// SESSION locks freed because their holder's connection closed.
+    pub session_frees: u64,
+    /// Lease renewals written for SESSION locks.
+    pub session_renewals: u64,
     pub timeouts: u64,
     pub disconnected_waiters: u64,
     pub errors: u64,
@@ -86,6 +93,7 @@ impl Stats {
             FreedBy::Reset => self.handoffs_reset += 1,
             FreedBy::Expiry => self.handoffs_expiry += 1,
             FreedBy::Deletion => self.handoffs_deletion += 1,
+            FreedBy::Disconnect => self.handoffs_disconnect += 1,
         }
     }
 }

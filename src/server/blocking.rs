@@ -24,7 +24,7 @@ use redis_module::{raw, Context, RedisError, RedisValue};
 
 use super::events;
 use super::state::with_table;
-use crate::engine::{Delivery, LockKey, WaiterId, Wakeup};
+use crate::engine::{AcquireArgs, Delivery, LockKey, WaiterId, Wakeup};
 use crate::error::LockError;
 
 /// What the lock table keeps for each waiter to be able to answer it.
@@ -57,15 +57,10 @@ fn forget(handle: *mut raw::RedisModuleBlockedClient) -> Option<WaiterId> {
     WAITER_OF.with(|m| m.borrow_mut().remove(&(handle as usize)))
 }
 
-/// Blocks the calling client as a waiter of `lock`, then queues it. `timeout_ms` of `None`
+/// Blocks the calling client as a waiter of `lock`, then queues it. A `timeout_ms` of `None`
 /// waits forever.
-pub fn block(
-    ctx: &Context,
-    lock: LockKey,
-    owner: Vec<u8>,
-    ttl_ms: Option<u64>,
-    timeout_ms: Option<u64>,
-) -> Result<(), LockError> {
+pub fn block(ctx: &Context, lock: LockKey, request: AcquireArgs) -> Result<(), LockError> {
+    let timeout_ms = request.timeout_ms;
     // SAFETY: ctx is the live context of the LOCK.ACQUIRE call; the callbacks are `extern "C"`
     // functions of this module that never unwind. Timeout 0: the server never times it out.
     let handle = unsafe {
@@ -93,7 +88,7 @@ pub fn block(
         handle,
         timer: None,
     };
-    let id = match with_table(|t| t.enqueue(lock, owner, ttl_ms, client)) {
+    let id = match with_table(|t| t.enqueue(lock, request, client)) {
         Ok(id) => id,
         Err(e) => {
             // SAFETY: the handle is ours alone (never queued): abort it without callbacks.

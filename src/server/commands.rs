@@ -14,9 +14,9 @@ use super::blocking::block;
 use super::deadlines;
 use super::effects::apply;
 use super::keyspace::{lock_key_exists, RedisKeyspace};
-use super::state::{selected_db, Table};
-use crate::config::signal_expire_ms;
-use crate::engine::{AcquireOutcome, LockKey};
+use super::state::{caller_client_id, selected_db, with_table, Table};
+use crate::config::{session_lease_ms, signal_expire_ms};
+use crate::engine::{AcquireArgs, AcquireOutcome, LockKey};
 use crate::error::LockError;
 use crate::keys::{has_hash_tag, lock_key, name_of_lock_key, new_owner_id};
 use crate::request::{self, Wait};
@@ -107,18 +107,36 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let lock = lock_of(ctx, req.name)?;
     let owner = req.id.unwrap_or_else(new_owner_id);
     let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
+    let client_id = caller_client_id(ctx);
+    if req.session && client_id.is_none() {
+        return Err(LockError::invalid(
+            "SESSION cannot be used from a script or function: the caller's connection is not known there",
+        )
+        .into());
+    }
+    let timeout_ms = match req.wait {
+        Wait::Millis(ms) => Some(ms),
+        Wait::Forever | Wait::NoWait => None,
+    };
+    let args = AcquireArgs {
+        owner,
+        // A session lock always has a lease: its EX/PX, or the session-lease config.
+        ttl_ms: match (req.session, req.ttl_ms) {
+            (true, None) => Some(session_lease_ms()),
+            (_, ttl) => ttl,
+        },
+        timeout_ms,
+        client_id,
+        session: req.session,
+    };
     let outcome = run(ctx, &lock, |t, ks| {
-        t.acquire(ks, &lock, &owner, req.ttl_ms, wants_to_wait)
+        t.acquire(ks, &lock, &args, wants_to_wait)
     })?;
     match outcome {
         AcquireOutcome::Acquired(id) => Ok(RedisValue::StringBuffer(id)),
         AcquireOutcome::Busy => Ok(RedisValue::Null),
         AcquireOutcome::MustWait => {
-            let timeout = match req.wait {
-                Wait::Millis(ms) => Some(ms),
-                Wait::Forever | Wait::NoWait => None,
-            };
-            block(ctx, lock.clone(), owner, req.ttl_ms, timeout)?;
+            block(ctx, lock.clone(), args)?;
             deadlines::watch(ctx, &lock);
             Ok(RedisValue::NoReply)
         }
@@ -253,5 +271,60 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         RedisValueKey::String("waiters".into()),
         RedisValue::Integer(info.waiters as i64),
     );
+    let (holder_client, held_ms) = match info.holder {
+        Some((client, held_ms)) => (client.map(as_integer), Some(as_integer(held_ms))),
+        None => (None, None),
+    };
+    map.insert(
+        RedisValueKey::String("holder-client".into()),
+        holder_client.unwrap_or(RedisValue::Null),
+    );
+    map.insert(
+        RedisValueKey::String("held-ms".into()),
+        held_ms.unwrap_or(RedisValue::Null),
+    );
+    map.insert(
+        RedisValueKey::String("session".into()),
+        info.session.map_or(RedisValue::Null, as_integer),
+    );
     Ok(RedisValue::OrderedMap(map))
+}
+
+fn as_integer(n: u64) -> RedisValue {
+    RedisValue::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn millis_or_minus_one(ms: Option<u64>) -> RedisValue {
+    ms.map_or(RedisValue::Integer(-1), as_integer)
+}
+
+/// LOCK.WAITERS: the lock's module waiters in queue order, each a map (RESP3) / flat array
+/// (RESP2) of `client-id`, `waited-ms`, `timeout-ms`, `ttl-ms`, `fence`, `session`.
+pub fn waiters(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let (name, count) = request::parse_waiters(&arg_bytes(&args))?;
+    let lock = lock_of(ctx, name)?;
+    let listed = with_table(|t| t.waiters_of(&lock, count))?;
+    let entries = listed
+        .into_iter()
+        .map(|w| {
+            let fields = [
+                (
+                    "client-id",
+                    w.client_id.map_or(RedisValue::Null, as_integer),
+                ),
+                ("waited-ms", as_integer(w.waited_ms)),
+                ("timeout-ms", millis_or_minus_one(w.timeout_ms)),
+                ("ttl-ms", millis_or_minus_one(w.ttl_ms)),
+                // FENCE cannot be asked for by a waiter of this build.
+                ("fence", RedisValue::Integer(0)),
+                ("session", RedisValue::Integer(i64::from(w.session))),
+            ];
+            let map: BTreeMap<RedisValueKey, RedisValue> = fields
+                .into_iter()
+                .map(|(k, v)| (RedisValueKey::String(k.into()), v))
+                .collect();
+            RedisValue::OrderedMap(map)
+        })
+        .collect();
+    Ok(RedisValue::Array(entries))
 }

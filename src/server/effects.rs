@@ -9,6 +9,7 @@ use redis_module::{raw, Context, NotifyEvent, RedisString};
 use super::blocking::deliver;
 use super::deadlines;
 use super::keyspace::RedisKeyspace;
+use super::sessions;
 use super::state::{with_table, Table};
 use crate::engine::{LockEvent, LockKey};
 use crate::error::LockError;
@@ -16,19 +17,25 @@ use crate::keys::lock_key;
 
 /// Runs `op` on the lock table with the keyspace of the database selected on `ctx` (which must
 /// be `lock`'s), then, with the table released: answers the clients it woke, publishes its lock
-/// events, and re-arms `lock`'s deadline timer.
+/// events, re-arms `lock`'s deadline timer and the session renewal timer.
 pub fn apply<R>(
     ctx: &Context,
     lock: &LockKey,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
 ) -> Result<R, LockError> {
-    let (result, wakeups, events) = with_table(|t| {
+    let (result, wakeups, events, next_renewal) = with_table(|t| {
         let result = op(t, &mut RedisKeyspace::new(ctx));
-        (result, t.take_wakeups(), t.take_events())
+        (
+            result,
+            t.take_wakeups(),
+            t.take_events(),
+            t.next_session_renewal(),
+        )
     })?;
     deliver(ctx, wakeups);
     publish(ctx, events);
     deadlines::watch(ctx, lock);
+    sessions::watch_renewals(ctx, next_renewal);
     Ok(result)
 }
 

@@ -7,12 +7,13 @@ use super::state::with_table;
 
 pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     // In a crash report the table may be mid-change; with_table refuses a nested borrow.
-    let Ok((st, waiters, locks_with_waiters, tracked)) = with_table(|t| {
+    let Ok((st, waiters, locks_with_waiters, tracked, sessions)) = with_table(|t| {
         (
             t.stats.clone(),
             t.waiters().total(),
             t.waiters().locks_waited_on(),
             t.tracked_holds(),
+            t.session_count(),
         )
     }) else {
         return Ok(());
@@ -27,6 +28,7 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("handoffs_expiry", st.handoffs_expiry)?
         .field("handoffs_foreign_delete", st.handoffs_deletion)?
         .field("handoffs_reset", st.handoffs_reset)?
+        .field("handoffs_disconnect", st.handoffs_disconnect)?
         .field("timeouts", st.timeouts)?
         .field("disconnected_waiters", st.disconnected_waiters)?
         .field("errors", st.errors)?
@@ -40,6 +42,9 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
         .field("hold_ms_max", st.hold.max_ms)?
         .field("locks_tracked", tracked as u64)?
         .field("deadline_timers", armed_count() as u64)?
+        .field("session_locks", sessions as u64)?
+        .field("session_frees", st.session_frees)?
+        .field("session_renewals", st.session_renewals)?
         .build_section()?
         .build_info()?;
     Ok(())

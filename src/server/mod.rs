@@ -9,6 +9,7 @@
 //! - `deadlines`: timers at the deadline of locks that have waiters.
 //! - `effects`: runs a rules operation and carries out its decisions (replies, events, timers).
 //! - `info`: the `INFO lock` section.
+//! - `sessions`: SESSION locks: closed connections and the lease renewal timer.
 //! - `state`: the one `LockTable` of the server, touched only on the main thread.
 
 pub mod blocking;
@@ -19,4 +20,5 @@ pub mod effects;
 pub mod events;
 pub mod info;
 pub mod keyspace;
+pub mod sessions;
 pub mod state;

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use redis_module::{raw, Context};
+use redis_module::{raw, Context, ContextFlags};
 
 use super::blocking::BlockedClient;
 use crate::engine::{Clock, LockTable};
@@ -61,4 +61,16 @@ pub fn select_db(ctx: &Context, db: i32) -> bool {
         Some(select) => (unsafe { select(ctx.ctx, db) }) == raw::REDISMODULE_OK as i32,
         None => false,
     }
+}
+
+/// The connection that sent the current command; `None` inside a script or function, whose
+/// caller's connection is not visible to a module command (the context's client is the script's
+/// own fake client there).
+pub fn caller_client_id(ctx: &Context) -> Option<u64> {
+    if ctx.get_flags().contains(ContextFlags::LUA) {
+        return None;
+    }
+    // SAFETY: ctx is the live context of the current command.
+    let id = unsafe { raw::RedisModule_GetClientId.map(|get| get(ctx.ctx)) }?;
+    (id != 0).then_some(id)
 }

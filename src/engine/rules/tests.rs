@@ -15,6 +15,22 @@ struct Scenario {
     ids: std::collections::HashMap<&'static str, WaiterId>,
 }
 
+/// The connection id of a named client in these scenarios: its first letter's position.
+fn client_id(client: &str) -> u64 {
+    u64::from(client.as_bytes()[0] - b'a' + 1)
+}
+
+/// ACQUIRE … ID <client> [PX ttl] from the named client's connection.
+fn args(client: &str, ttl: Option<u64>) -> AcquireArgs {
+    AcquireArgs {
+        owner: client.as_bytes().to_vec(),
+        ttl_ms: ttl,
+        timeout_ms: None,
+        client_id: Some(client_id(client)),
+        session: false,
+    }
+}
+
 fn lock(name: &str) -> LockKey {
     (0, name.as_bytes().to_vec())
 }
@@ -34,12 +50,10 @@ impl Scenario {
     fn acquire(&mut self, client: &'static str, name: &str, ttl: Option<u64>) -> AcquireOutcome {
         let out = self
             .table
-            .acquire(&mut self.ks, &lock(name), client.as_bytes(), ttl, true)
+            .acquire(&mut self.ks, &lock(name), &args(client, ttl), true)
             .expect("acquire");
         if out == AcquireOutcome::MustWait {
-            let id = self
-                .table
-                .enqueue(lock(name), client.as_bytes().to_vec(), ttl, client);
+            let id = self.table.enqueue(lock(name), args(client, ttl), client);
             self.ids.insert(client, id);
         }
         out
@@ -175,7 +189,7 @@ fn nowait_and_non_blocking_contexts_get_busy() {
     s.acquire("a", "x", None);
     let out = s
         .table
-        .acquire(&mut s.ks, &lock("x"), b"b", None, false)
+        .acquire(&mut s.ks, &lock("x"), &args("b", None), false)
         .unwrap();
     assert_eq!(out, AcquireOutcome::Busy);
     assert_eq!(s.table.waiters().total(), 0);
@@ -199,7 +213,7 @@ fn errors_change_nothing() {
             "acquire with the owner's id",
             |s| {
                 s.table
-                    .acquire(&mut s.ks, &lock("x"), b"a", None, true)
+                    .acquire(&mut s.ks, &lock("x"), &args("a", None), true)
                     .map(|_| ())
             },
             LockError::AlreadyAcquired,
@@ -218,7 +232,7 @@ fn errors_change_nothing() {
             "acquire on a lock key of another type",
             |s| {
                 s.table
-                    .acquire(&mut s.ks, &lock("hash"), b"a", None, true)
+                    .acquire(&mut s.ks, &lock("hash"), &args("a", None), true)
                     .map(|_| ())
             },
             LockError::WrongType,
@@ -410,20 +424,92 @@ fn info_reports_owner_ttl_and_waiters() {
         LockInfo {
             owner: None,
             ttl_ms: -2,
-            waiters: 0
+            waiters: 0,
+            holder: None,
+            session: None,
         }
     );
     s.acquire("a", "x", Some(300));
+    s.clock.advance(20);
     s.acquire("b", "x", None);
     let held = s.table.info(&mut s.ks, &lock("x")).unwrap();
     assert_eq!(
         held,
         LockInfo {
             owner: Some(b"a".to_vec()),
-            ttl_ms: 300,
-            waiters: 1
+            ttl_ms: 280,
+            waiters: 1,
+            holder: Some((Some(client_id("a")), 20)),
+            session: None,
         }
     );
+}
+
+#[test]
+fn holder_follows_grants_and_is_unknown_for_foreign_holdings() {
+    let mut s = Scenario::new();
+    let holder = |s: &mut Scenario| s.table.info(&mut s.ks, &lock("x")).unwrap().holder;
+    s.acquire("a", "x", None);
+    s.acquire("b", "x", None);
+    s.clock.advance(5);
+    s.release("a", "x").unwrap();
+    s.answered();
+    s.clock.advance(7);
+    assert_eq!(
+        holder(&mut s),
+        Some((Some(client_id("b")), 7)),
+        "after a hand-off"
+    );
+    // python-redis-lock overwrites or takes the lock with SET (NX): not the module's grant.
+    s.ks.set_owner(b"x", b"python", None).unwrap();
+    assert_eq!(holder(&mut s), None, "overwritten by someone else");
+    s.ks.delete_lock(b"x").unwrap();
+    s.table
+        .lock_freed(&mut s.ks, &lock("x"), SIG, FreedBy::Deletion);
+    s.ks.set_owner(b"x", b"b", None).unwrap();
+    assert_eq!(
+        holder(&mut s),
+        None,
+        "freed, then SET NX by python with an old id"
+    );
+}
+
+#[test]
+fn waiters_are_listed_in_grant_order_and_leave_when_answered() {
+    let mut s = Scenario::new();
+    s.acquire("a", "x", None);
+    for (w, ttl) in [("b", Some(100)), ("c", None), ("d", Some(5))] {
+        s.acquire(w, "x", ttl);
+        s.clock.advance(10);
+    }
+    let listed = |s: &Scenario, count| -> Vec<(Option<u64>, u64, Option<u64>)> {
+        s.table
+            .waiters_of(&lock("x"), count)
+            .into_iter()
+            .map(|w| (w.client_id, w.waited_ms, w.ttl_ms))
+            .collect()
+    };
+    let all = listed(&s, None);
+    assert_eq!(
+        all,
+        [
+            (Some(client_id("b")), 30, Some(100)),
+            (Some(client_id("c")), 20, None),
+            (Some(client_id("d")), 10, Some(5)),
+        ]
+    );
+    assert_eq!(listed(&s, Some(2)), all[..2]);
+    assert_eq!(listed(&s, Some(9)), all);
+    // c times out, then the release serves b: the list is what is left, in order.
+    assert!(s.table.time_out(s.ids["c"]));
+    s.release("a", "x").unwrap();
+    assert_eq!(
+        listed(&s, None).iter().map(|w| w.0).collect::<Vec<_>>(),
+        [Some(client_id("d"))]
+    );
+    assert!(s.table.cancel(s.ids["d"]).is_some());
+    assert!(listed(&s, None).is_empty());
+    assert!(s.table.waiters_of(&lock("other"), None).is_empty());
 }
 
 #[test]
@@ -520,13 +606,14 @@ fn timeouts_disconnects_and_errors_are_counted() {
     let st = &s.table.stats;
     assert_eq!((st.timeouts, st.disconnected_waiters, st.errors), (1, 1, 1));
 }
+mod sessions;
 
 #[test]
 fn a_flush_forgets_the_grants_of_its_database_only() {
     let mut s = Scenario::new();
     s.acquire("a", "x", Some(1000));
     s.table
-        .acquire(&mut s.ks, &(1, b"y".to_vec()), b"b", None, false)
+        .acquire(&mut s.ks, &(1, b"y".to_vec()), &args("b", None), false)
         .expect("acquire in db 1");
     assert_eq!(s.table.tracked_holds(), 2);
     s.table.forget_holds_in(0);
