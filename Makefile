@@ -35,7 +35,7 @@ run: build
 	cd $(CURDIR) && redis-server redis.conf.example --port $(PORT)
 
 # The test tools, and the Python drop-in client (clients/python) installed as users install it.
-$(VENV)/.installed: tests/requirements.txt clients/python/pyproject.toml clients/python/redis_lock_native/__init__.py
+$(VENV)/.installed: tests/requirements.txt clients/python/pyproject.toml $(wildcard clients/python/redis_lock_native/*.py)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check ./clients/python

@@ -11,11 +11,7 @@ The server must have the module loaded (``redis-server --loadmodule libredis_loc
 """
 
 import threading
-import time
-import weakref
-from base64 import b64encode
 from logging import getLogger
-from os import urandom
 from typing import Union
 
 import redis
@@ -23,6 +19,18 @@ from redis import StrictRedis
 from redis.exceptions import ConnectionError as _RedisConnectionError
 from redis.exceptions import ResponseError as _ResponseError
 from redis.exceptions import TimeoutError as _RedisTimeoutError
+
+from ._core import (  # noqa: F401 - the exceptions are this package's API
+    AlreadyAcquired,
+    AlreadyStarted,
+    InvalidTimeout,
+    LockRules as _LockRules,
+    NotAcquired,
+    NotExpirable,
+    TimeoutNotUsable,
+    TimeoutTooLarge,
+    owner_text as _owner_text,
+)
 
 __version__ = '0.1.0'
 
@@ -33,62 +41,8 @@ logger_for_refresh_shutdown = getLogger(f'{__name__}.refresh.shutdown')
 logger_for_refresh_exit = getLogger(f'{__name__}.refresh.exit')
 logger_for_release = getLogger(f'{__name__}.release')
 
-class AlreadyAcquired(RuntimeError):
-    pass
 
-
-class NotAcquired(RuntimeError):
-    pass
-
-
-class AlreadyStarted(RuntimeError):
-    pass
-
-
-class TimeoutNotUsable(RuntimeError):
-    pass
-
-
-class InvalidTimeout(RuntimeError):
-    pass
-
-
-class TimeoutTooLarge(RuntimeError):
-    pass
-
-
-class NotExpirable(RuntimeError):
-    pass
-
-
-# The module's error code (first word of the error reply) is the exception name in capitals.
-_ERROR_CLASSES = {
-    cls.__name__.upper(): cls
-    for cls in (AlreadyAcquired, NotAcquired, NotExpirable, TimeoutNotUsable, InvalidTimeout)
-}
-
-
-def _error_code(exc):
-    text = str(exc)
-    return text.split(' ', 1)[0] if text else ''
-
-
-def _translate(exc, message=None):
-    """The python-redis-lock exception for a module error reply, or None if it has no match."""
-    cls = _ERROR_CLASSES.get(_error_code(exc))
-    if cls is None:
-        return None
-    return cls(message or str(exc))
-
-
-def _fmt_seconds(seconds):
-    """Decimal seconds for TIMEOUT; never '0' (which would mean 'forever')."""
-    if isinstance(seconds, int):
-        return str(max(seconds, 1))
-    return f'{max(seconds, 0.001):.3f}'
-
-
-class Lock:
+class Lock(_LockRules):
     """
     A Lock context manager implemented with the ``lock`` module's native commands
     (LOCK.ACQUIRE / LOCK.RELEASE / LOCK.EXTEND ...), compatible with python-redis-lock.
@@ -99,12 +53,6 @@ class Lock:
     reset_script = None
     reset_all_script = None
     blocking = None
-
-    #: When the connection has a socket timeout, a blocking acquire is sent as LOCK.ACQUIRE
-    #: commands of at most this many seconds each (the reply is awaited for that long plus the
-    #: socket timeout). Between two of them the waiter loses its place in the FIFO queue.
-    #: Without a socket timeout the whole wait is one command.
-    _wait_chunk: float = 30.0
 
     _lock_renewal_interval: float
     _lock_renewal_thread: Union[threading.Thread, None]
@@ -141,47 +89,10 @@ class Lock:
             Boolean value specifying whether lock should be blocking or not.
             Used in `__enter__` method.
         """
-        if strict and not isinstance(redis_client, StrictRedis):
-            raise ValueError("redis_client must be instance of StrictRedis. Use strict=False if you know what you're doing.")
-        if auto_renewal and expire is None:
-            raise ValueError('Expire may not be None when auto_renewal is set')
-
-        self._client = redis_client
-
-        if expire:
-            expire = int(expire)
-            if expire < 0:
-                raise ValueError('A negative expire is not acceptable.')
-        else:
-            expire = None
-        self._expire = expire
-
-        self._signal_expire = signal_expire
-        if id is None:
-            self._id = b64encode(urandom(18)).decode('ascii')
-        elif isinstance(id, bytes):
-            try:
-                self._id = id.decode('ascii')
-            except UnicodeDecodeError:
-                self._id = b64encode(id).decode('ascii')
-        elif isinstance(id, str):
-            self._id = id
-        else:
-            raise TypeError(f'Incorrect type for `id`. Must be bytes/str not {type(id)}.')
-        self._name = 'lock:' + name
-        self._signal = 'lock-signal:' + name
-        # the module takes the name without the "lock:" prefix and adds it itself
-        self._lock_name = name
-        self._lock_renewal_interval = float(expire) * 2 / 3 if auto_renewal else None
+        self._configure(redis_client, name, expire, id, auto_renewal, strict, signal_expire, blocking,
+                        client_class=StrictRedis)
         self._lock_renewal_thread = None
-
-        self.blocking = blocking
-
         self.register_scripts(redis_client)
-
-    @classmethod
-    def register_scripts(cls, redis_client):
-        """Kept for compatibility: there are no scripts to register."""
 
     @property
     def _held(self):
@@ -191,17 +102,10 @@ class Lock:
         """
         Forcibly deletes the lock. Use this with care.
         """
-        self._client.execute_command('LOCK.RESET', self._lock_name, 'SIGNAL-EXPIRE', self._signal_expire)
-
-    @property
-    def id(self):
-        return self._id
+        self._client.execute_command(*self._reset_args())
 
     def get_owner_id(self):
-        owner_id = self._client.execute_command('LOCK.OWNER', self._lock_name)
-        if isinstance(owner_id, bytes):
-            owner_id = owner_id.decode('ascii', 'replace')
-        return owner_id
+        return _owner_text(self._client.execute_command('LOCK.OWNER', self._lock_name))
 
     def acquire(self, blocking=True, timeout=None):
         """
@@ -215,30 +119,14 @@ class Lock:
         # python-redis-lock checks "already held by this id" (one GET) before anything else.
         # The server checks it too (ALREADYACQUIRED), so the GET is only needed to give that
         # exception precedence over a client-side argument error.
-        error = None
-        if not blocking and timeout is not None:
-            error = TimeoutNotUsable('Timeout cannot be used if blocking=False')
-        elif timeout:
-            timeout = int(timeout)
-            if timeout < 0:
-                error = InvalidTimeout(f'Timeout ({timeout}) cannot be less than or equal to 0')
-            elif self._expire and not self._lock_renewal_interval and timeout > self._expire:
-                error = TimeoutTooLarge(f'Timeout ({timeout}) cannot be greater than expire ({self._expire})')
+        timeout, error = self._acquire_arg_error(blocking, timeout)
         if error is not None:
             if self._held:
                 raise AlreadyAcquired('Already acquired from this Lock instance.')
             raise error
 
-        reply = self._acquire(blocking, timeout or None)
-        if reply is None:
-            if not blocking:
-                logger_for_acquire.warning('Failed to acquire Lock(%r).', self._name)
-            return False
-
-        logger_for_acquire.info('Acquired Lock(%r).', self._name)
-        if self._lock_renewal_interval is not None:
-            self._start_lock_renewer()
-        return True
+        reply = self._acquire(blocking, timeout)
+        return self._acquired(reply, blocking, logger_for_acquire)
 
     def _acquire(self, blocking, timeout):
         """Run LOCK.ACQUIRE; the owner id when acquired, None when not.
@@ -270,9 +158,7 @@ class Lock:
             try:
                 return self._acquire_on(conn, blocking, timeout)
             except _ResponseError as exc:
-                translated = _translate(exc)
-                if isinstance(translated, AlreadyAcquired):
-                    raise AlreadyAcquired('Already acquired from this Lock instance.') from exc
+                translated = self._acquire_failure(exc)
                 if translated is not None:
                     raise translated from exc
                 raise
@@ -287,8 +173,7 @@ class Lock:
                 conn.disconnect()
                 try:
                     if self._owner_after_lost_reply() == self._id:
-                        self._client.execute_command('LOCK.RELEASE', self._lock_name, self._id,
-                                                     'SIGNAL-EXPIRE', self._signal_expire)
+                        self._client.execute_command(*self._release_args())
                 except Exception:  # noqa: BLE001 - best effort, the original error wins
                     pass
                 raise
@@ -304,33 +189,14 @@ class Lock:
         except Exception:  # noqa: BLE001 - the original error is what the caller sees
             return None
 
-    def _acquire_args(self):
-        args = ['LOCK.ACQUIRE', self._lock_name, 'ID', self._id]
-        if self._expire is not None:
-            args += ['EX', self._expire]
-        return args
-
     def _acquire_on(self, conn, blocking, timeout):
-        base = self._acquire_args()
         if not blocking:
-            conn.send_command(*base, 'NOWAIT')
+            conn.send_command(*self._nowait_args())
             return conn.read_response()
 
         socket_timeout = getattr(conn, 'socket_timeout', None)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        first = True
-        while True:
-            if deadline is None:
-                wait = self._wait_chunk if socket_timeout else None
-            else:
-                # the first command carries the caller's timeout as given
-                wait = timeout if first else deadline - time.monotonic()
-                if wait <= 0:
-                    return None
-                if socket_timeout and wait > self._wait_chunk:
-                    wait = self._wait_chunk
-            first = False
-            conn.send_command(*base, 'TIMEOUT', 0 if wait is None else _fmt_seconds(wait))
+        for wait in self._waits(timeout, socket_timeout):
+            conn.send_command(*self._wait_args(wait))
             if socket_timeout and wait is not None:
                 # The socket timeout must not cut a wait the server will end by itself: wait
                 # for the reply as long as the command may block, plus the socket timeout.
@@ -339,19 +205,14 @@ class Lock:
             reply = conn.read_response()
             if reply is not None:
                 return reply
+        return None
 
     def _acquire_via_execute_command(self, blocking, timeout):
-        args = self._acquire_args()
-        if not blocking:
-            args.append('NOWAIT')
-        else:
-            args += ['TIMEOUT', timeout or 0]
+        args = self._nowait_args() if not blocking else self._wait_args(timeout)
         try:
             return self._client.execute_command(*args)
         except _ResponseError as exc:
-            translated = _translate(exc)
-            if isinstance(translated, AlreadyAcquired):
-                raise AlreadyAcquired('Already acquired from this Lock instance.') from exc
+            translated = self._acquire_failure(exc)
             if translated is not None:
                 raise translated from exc
             raise
@@ -364,23 +225,13 @@ class Lock:
             New expiration time. If ``None`` - `expire` provided during
             lock initialization will be taken.
         """
-        if expire:
-            expire = int(expire)
-            if expire < 0:
-                raise ValueError('A negative expire is not acceptable.')
-        elif self._expire is not None:
-            expire = self._expire
-        else:
-            raise TypeError("To extend a lock 'expire' must be provided as an argument to extend() method or at initialization time.")
-
+        args = self._extend_args(expire)
         try:
-            self._client.execute_command('LOCK.EXTEND', self._lock_name, self._id, 'EX', expire)
+            self._client.execute_command(*args)
         except _ResponseError as exc:
-            code = _error_code(exc)
-            if code == 'NOTACQUIRED':
-                raise NotAcquired(f'Lock {self._name} is not acquired or it already expired.') from exc
-            if code == 'NOTEXPIRABLE':
-                raise NotExpirable(f'Lock {self._name} has no assigned expiration time') from exc
+            translated = self._extend_failure(exc)
+            if translated is not None:
+                raise translated from exc
             raise
 
     @staticmethod
@@ -403,23 +254,8 @@ class Lock:
         """
         Starts the lock refresher thread.
         """
-        if self._lock_renewal_thread is not None:
-            raise AlreadyStarted('Lock refresh thread already started')
-
-        logger_for_refresh_start.debug(
-            'Starting renewal thread for Lock(%r). Refresh interval: %s seconds.', self._name, self._lock_renewal_interval
-        )
-        self._lock_renewal_stop = threading.Event()
-        self._lock_renewal_thread = threading.Thread(
-            group=None,
-            target=self._lock_renewer,
-            kwargs={
-                'name': self._name,
-                'lockref': weakref.ref(self),
-                'interval': self._lock_renewal_interval,
-                'stop': self._lock_renewal_stop,
-            },
-        )
+        kwargs = self._renewer_kwargs(self._lock_renewal_thread, 'thread', logger_for_refresh_start, threading.Event())
+        self._lock_renewal_thread = threading.Thread(group=None, target=self._lock_renewer, kwargs=kwargs)
         self._lock_renewal_thread.daemon = True
         self._lock_renewal_thread.start()
 
@@ -438,11 +274,8 @@ class Lock:
         logger_for_refresh_exit.debug('Renewal thread for Lock(%r) exited.', self._name)
 
     def __enter__(self):
-        acquired = self.acquire(blocking=self.blocking)
-        if not acquired:
-            if self.blocking:
-                raise AssertionError(f"Lock({self._name}) wasn't acquired, but blocking=True was used!")
-            raise NotAcquired(f'Lock({self._name}) is not acquired or it already expired.')
+        if not self.acquire(blocking=self.blocking):
+            raise self._not_entered()
         return self
 
     def __exit__(self, exc_type=None, exc_value=None, traceback=None):
@@ -462,10 +295,11 @@ class Lock:
             self._stop_lock_renewer()
         logger_for_release.debug('Releasing Lock(%r).', self._name)
         try:
-            self._client.execute_command('LOCK.RELEASE', self._lock_name, self._id, 'SIGNAL-EXPIRE', self._signal_expire)
+            self._client.execute_command(*self._release_args())
         except _ResponseError as exc:
-            if _error_code(exc) == 'NOTACQUIRED':
-                raise NotAcquired(f'Lock({self._name}) is not acquired or it already expired.') from exc
+            translated = self._release_failure(exc)
+            if translated is not None:
+                raise translated from exc
             raise
 
     def locked(self):

@@ -1,36 +1,15 @@
 """Unmodified python-redis-lock processes and redis_lock_native processes share one lock:
 mutual exclusion is checked on the server and every process completes all its sections."""
 
-import multiprocessing
-
-import pytest
-
 import interop_worker
 
 
 def test_mixed_processes_mutual_exclusion(server):
     c = server.client()
-    ctx = multiprocessing.get_context("spawn")
     rounds = 25
     # python-redis-lock speaks RESP2 here, the drop-in RESP3: both protocols in one run
     plan = [("python", 2), ("python", 2), ("native", 3), ("native", 3)]
-    start = ctx.Barrier(len(plan))
-    procs = [ctx.Process(target=interop_worker.run, args=(kind, server.port, proto, "shared", rounds, start),
-                         daemon=True, name=f"{kind}-{i}")
-             for i, (kind, proto) in enumerate(plan)]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join(40)
-        stuck = [p.name for p in procs if p.is_alive()]
-        assert not stuck, f"processes still running: {stuck}"
-        assert [p.exitcode for p in procs] == [0] * len(procs)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(5)
+    interop_worker.run_all(server.port, plan, rounds)
 
     def count(key):
         return int(c.get(key) or 0)
