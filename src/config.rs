@@ -4,6 +4,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use crate::request::MAX_MILLIS;
 
+/// The registered config names (`CONFIG SET lock.<name>`), which are also the only module
+/// arguments (`--loadmodule … <name> <value>`). A new config is one line here plus its
+/// registration in lib.rs.
+pub const SIGNAL_EXPIRE_NAME: &str = "signal-expire";
+pub const SESSION_LEASE_NAME: &str = "session-lease";
+pub const CONFIG_NAMES: &[&str] = &[SIGNAL_EXPIRE_NAME, SESSION_LEASE_NAME, "signal"];
+
 pub const SIGNAL_EXPIRE_DEFAULT: i64 = 1000;
 pub const SIGNAL_EXPIRE_MIN: i64 = 1;
 pub const SIGNAL_EXPIRE_MAX: i64 = MAX_MILLIS as i64;
@@ -48,13 +55,13 @@ pub fn signal_expire_ms() -> u64 {
 pub fn check_loaded_values() -> Result<(), String> {
     let checks = [
         (
-            "signal-expire",
+            SIGNAL_EXPIRE_NAME,
             &SIGNAL_EXPIRE,
             SIGNAL_EXPIRE_MIN,
             SIGNAL_EXPIRE_MAX,
         ),
         (
-            "session-lease",
+            SESSION_LEASE_NAME,
             &SESSION_LEASE,
             SESSION_LEASE_MIN,
             SESSION_LEASE_MAX,
@@ -69,4 +76,69 @@ pub fn check_loaded_values() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Module arguments are `<name> <value>` pairs of registered configs. The crate silently
+/// ignores anything else (a misspelled name, a name without value, a repeat after the first), so
+/// refuse to load instead, naming the argument. Names match exactly, as the crate reads them.
+pub fn check_module_args(args: &[&[u8]]) -> Result<(), String> {
+    let mut seen: Vec<&[u8]> = Vec::new();
+    let mut pairs = args.chunks(2);
+    for pair in &mut pairs {
+        let name = match pair {
+            [name, _] | [name] => *name,
+            _ => continue,
+        };
+        let shown = String::from_utf8_lossy(name);
+        if !CONFIG_NAMES.iter().any(|known| known.as_bytes() == name) {
+            return Err(format!(
+                "unknown module argument '{shown}' (known: {})",
+                CONFIG_NAMES.join(", ")
+            ));
+        }
+        if pair.len() < 2 {
+            return Err(format!("module argument '{shown}' needs a value"));
+        }
+        if seen.contains(&name) {
+            return Err(format!("module argument '{shown}' given twice"));
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_args_must_be_known_pairs() {
+        let table: &[(&[&str], Option<&str>)] = &[
+            (&[], None),
+            (&["signal-expire", "500"], None),
+            (&["session-lease", "3000", "signal-expire", "500"], None),
+            (&["signal-expire"], Some("'signal-expire' needs a value")),
+            (&["bogus", "1"], Some("unknown module argument 'bogus'")),
+            (
+                &["signal-expire", "5", "bogus"],
+                Some("unknown module argument 'bogus'"),
+            ),
+            (
+                &["SIGNAL-EXPIRE", "5"],
+                Some("unknown module argument 'SIGNAL-EXPIRE'"),
+            ),
+            (
+                &["signal-expire", "5", "signal-expire", "6"],
+                Some("given twice"),
+            ),
+        ];
+        for (argv, want) in table {
+            let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
+            match (check_module_args(&argv), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(want)) => assert!(e.contains(want), "{argv:?}: {e}"),
+                (got, want) => panic!("{argv:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 }

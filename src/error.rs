@@ -27,6 +27,12 @@ impl LockError {
         LockError::Invalid(msg.into())
     }
 
+    /// A lock write on a node that is not a primary: the reply built-in writes get on a
+    /// read-only replica, also on a writable one (a lock written there would diverge).
+    pub fn read_only_replica() -> Self {
+        LockError::Server("READONLY You can't write against a read only replica.".to_string())
+    }
+
     /// The reply text, error code first. Never contains user-supplied bytes, so it is always a
     /// legal single-line RESP error.
     pub fn reply_text(&self) -> String {

@@ -28,7 +28,12 @@ type ModuleAlloc = redis_module::alloc::RedisAlloc;
 #[cfg(any(test, feature = "fuzzing"))]
 type ModuleAlloc = std::alloc::System;
 
-fn init(ctx: &Context, _args: &[redis_module::RedisString]) -> redis_module::Status {
+fn init(ctx: &Context, args: &[redis_module::RedisString]) -> redis_module::Status {
+    let arg_bytes: Vec<&[u8]> = args.iter().map(|a| a.as_slice()).collect();
+    if let Err(e) = config::check_module_args(&arg_bytes) {
+        ctx.log_warning(&format!("lock: refusing to load: {e}"));
+        return redis_module::Status::Err;
+    }
     if let Err(e) = config::check_loaded_values() {
         ctx.log_warning(&e);
         return redis_module::Status::Err;
@@ -78,9 +83,9 @@ redis_module! {
     ],
     configurations: [
         i64: [
-            ["signal-expire", &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,
+            [config::SIGNAL_EXPIRE_NAME, &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,
              config::SIGNAL_EXPIRE_MIN, config::SIGNAL_EXPIRE_MAX, ConfigurationFlags::DEFAULT, None],
-            ["session-lease", &config::SESSION_LEASE, config::SESSION_LEASE_DEFAULT,
+            [config::SESSION_LEASE_NAME, &config::SESSION_LEASE, config::SESSION_LEASE_DEFAULT,
              config::SESSION_LEASE_MIN, config::SESSION_LEASE_MAX, ConfigurationFlags::DEFAULT, None],
         ],
         string: [],

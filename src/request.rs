@@ -259,6 +259,12 @@ fn parse_timeout(value: &[u8]) -> TimeoutArg {
     if seconds < 0.0 {
         return Err(LockError::InvalidTimeout);
     }
+    // A positive value too small for an f64 (`1e-400`) parses as 0, which would mean forever:
+    // any non-zero digit in the mantissa makes it the shortest wait, 1 ms.
+    let mantissa = text.split(['e', 'E']).next().unwrap_or_default();
+    if seconds == 0.0 && mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b)) {
+        return Ok(1);
+    }
     let millis = (seconds * 1000.0).ceil();
     if millis > MAX_MILLIS as f64 {
         return Err(LockError::invalid("timeout is out of range"));
@@ -283,11 +289,15 @@ fn parse_expiry(value: &[u8], seconds: bool, command: &str) -> Result<u64, LockE
     }
 }
 
-/// A strict decimal integer as Redis reads one: optional '-', digits, no spaces, no '+'.
+/// A strict decimal integer as Redis reads one (`string2ll`): optional '-', digits, no spaces,
+/// no '+', no leading zero (so `01` and `-0` are refused, as SET refuses `EX 01`).
 pub fn parse_integer(value: &[u8]) -> Result<i64, LockError> {
     let not_integer = || LockError::invalid("value is not an integer or out of range");
     let digits = value.strip_prefix(b"-").unwrap_or(value);
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(not_integer());
+    }
+    if digits.first() == Some(&b'0') && (digits.len() > 1 || digits.len() < value.len()) {
         return Err(not_integer());
     }
     std::str::from_utf8(value)
@@ -408,6 +418,10 @@ mod tests {
             ("1", Wait::Millis(1000)),
             ("0.0001", Wait::Millis(1)),
             ("2.5", Wait::Millis(2500)),
+            // Underflows an f64 to 0, but is positive: the shortest wait, never forever.
+            ("1e-400", Wait::Millis(1)),
+            ("0.000e-5", Wait::Forever),
+            ("-0", Wait::Forever),
         ];
         for (text, wait) in cases {
             assert_eq!(
@@ -434,6 +448,11 @@ mod tests {
             (&["n", "EX", "abc"], "ERR"),
             (&["n", "EX", "+5"], "ERR"),
             (&["n", "EX", " 5"], "ERR"),
+            (&["n", "EX", "01"], "ERR"),
+            (&["n", "PX", "01"], "ERR"),
+            (&["n", "PX", "00"], "ERR"),
+            (&["n", "PX", "-0"], "ERR"),
+            (&["n", "EX", "5 "], "ERR"),
             (&["n", "PX", "99999999999999999999"], "ERR"),
             (&["n", "EX", "9223372036854775807"], "ERR"),
             (&["n", "NOWAIT", "NOWAIT"], "ERR"),
@@ -573,8 +592,17 @@ mod tests {
     fn integers_are_strict() {
         assert_eq!(parse_integer(b"42"), Ok(42));
         assert_eq!(parse_integer(b"-7"), Ok(-7));
+        assert_eq!(parse_integer(b"0"), Ok(0));
+        assert_eq!(parse_integer(b"10"), Ok(10));
+        assert_eq!(parse_integer(b"-9223372036854775808"), Ok(i64::MIN));
+        // What Redis's string2ll (SET EX, PEXPIRE, …) refuses on 7.0, 8.2 and Valkey 9.
         for bad in [
             &b""[..],
+            b"01",
+            b"00",
+            b"-0",
+            b"-01",
+            b" 1",
             b"-",
             b"+1",
             b"1 ",

@@ -50,6 +50,7 @@ impl Holders {
     /// Forgets every lock of database `db` (-1: of every database), for a flush.
     pub fn forget_db(&mut self, db: i32) {
         self.by_lock.retain(|(d, _), _| db != -1 && *d != db);
+        self.by_lock.shrink_to_fit(); // a flush of many locks must give the memory back
     }
 
     pub fn len(&self) -> usize {

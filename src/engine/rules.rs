@@ -360,6 +360,13 @@ impl<C, K: Clock> LockTable<C, K> {
         self.holders.len()
     }
 
+    /// Forgets the grants of database `db` (-1: all): a flush (or the full resync of a demoted
+    /// node) removed their keys without per-key events. Not a release: no hold time is recorded.
+    pub fn forget_holds_in(&mut self, db: i32) {
+        self.holders.forget_db(db);
+        self.sessions.forget_db(db);
+    }
+
     /// True if the module granted this lock and has not seen it freed since.
     pub fn granted_by_us(&self, lock: &LockKey) -> bool {
         self.holders.contains(lock)

@@ -59,6 +59,19 @@ fn run<R>(
     apply(ctx, lock, op)?
 }
 
+/// Lock writes only on a primary. A replica, even a writable one (`replica-read-only no`), must
+/// never grant, release or reset on its own: that would make a second holder and diverge from
+/// the primary's stream. Checked first, as the server checks READONLY before running a command.
+/// Our writes reach replicas as plain SET/DEL/…, never as LOCK.*, so nothing replayed from the
+/// primary or the AOF is refused here; a LOCK.* found there anyway is refused too, not re-run.
+fn primary_only(ctx: &Context) -> Result<(), LockError> {
+    if ctx.get_flags().contains(ContextFlags::MASTER) {
+        Ok(())
+    } else {
+        Err(LockError::read_only_replica())
+    }
+}
+
 /// A context that cannot block (MULTI, Lua, functions, RM_Call from another module, replaying
 /// the AOF or the master's stream) gets one try, as NOWAIT.
 fn may_block(ctx: &Context) -> bool {
@@ -72,6 +85,7 @@ fn may_block(ctx: &Context) -> bool {
 }
 
 pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    primary_only(ctx)?;
     let req = request::parse_acquire(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
     let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
@@ -125,6 +139,7 @@ pub fn grant_reply(owner: Vec<u8>, fence: Option<i64>) -> RedisValue {
 }
 
 pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    primary_only(ctx)?;
     let req = request::parse_release(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
@@ -135,6 +150,7 @@ pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 pub fn extend(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    primary_only(ctx)?;
     let req = request::parse_extend(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
     run(ctx, &lock, |t, ks| t.extend(ks, &lock, &req.id, req.ttl_ms))?;
@@ -151,6 +167,7 @@ pub fn owner(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 pub fn reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    primary_only(ctx)?;
     let req = request::parse_reset(&arg_bytes(&args))?;
     let lock = lock_of(ctx, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
@@ -162,6 +179,7 @@ pub fn reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// inside the command rather than building a KEYS list; a name is reset at most once, even when
 /// a hand-off re-creates its key and a later SCAN step returns it again.
 pub fn reset_all(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    primary_only(ctx)?;
     request::parse_no_args(&arg_bytes(&args))?;
     let db = selected_db(ctx);
     let signal_expire = signal_expire_ms();

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use redis_module::Context;
+use redis_module::{raw, Context};
 
 use super::effects::apply;
 use super::events::{write_permission, WritePermission};
@@ -19,40 +19,82 @@ use super::state::{select_db, with_table, ServerClock};
 use crate::config::signal_expire_ms;
 use crate::engine::{Clock, FreedBy, Keyspace, LockKey};
 
+/// What every deadline timer carries. `stop_timer` must be called with exactly this type
+/// (module-api-notes §3.5: the crate frees the payload as a `Box<T>`; our callbacks are plain
+/// `fn` items, so the boxed payload has exactly `T`'s layout).
+type Payload = (LockKey, u64);
+
 thread_local! {
-    /// The deadline (server ms) each lock's armed timer is for.
-    static ARMED: RefCell<HashMap<LockKey, u64>> = RefCell::new(HashMap::new());
+    /// Each lock's armed timer: the deadline (server ms) it is for, and its id, so the timer can
+    /// be stopped when the lock no longer needs it (a released lock must not keep a timer, and
+    /// its payload, alive until a deadline hours away, and MODULE UNLOAD refuses pending timers).
+    static ARMED: RefCell<HashMap<LockKey, (u64, raw::RedisModuleTimerID)>> =
+        RefCell::new(HashMap::new());
 }
 
 /// Arms the lock's deadline timer if it has an expiry and someone to serve at the deadline, and
-/// no timer is armed for an earlier or equal deadline. `ctx` must have the lock's database
-/// selected.
+/// no timer is armed for an earlier or equal deadline; stops the armed timer when the lock has
+/// no expiry any more or nobody to serve. `ctx` must have the lock's database selected.
 pub fn watch(ctx: &Context, lock: &LockKey) {
     if !worth_watching(lock) {
+        disarm(ctx, lock);
         return;
     }
     let Ok(ttl) = RedisKeyspace::new(ctx).ttl_ms(&lock.1) else {
         return;
     };
     if ttl < 0 {
-        return; // no expiry (or already free: the settle step handles that)
+        // No expiry: nothing happens at the old deadline. Already free: the settle step
+        // handles that.
+        disarm(ctx, lock);
+        return;
     }
     let deadline = ServerClock.now_ms() + ttl as u64;
-    let newly_armed = ARMED.with(|armed| {
-        let mut armed = armed.borrow_mut();
-        match armed.get(lock) {
-            Some(&at) if at <= deadline => false,
-            _ => {
-                armed.insert(lock.clone(), deadline);
-                true
-            }
-        }
-    });
-    if newly_armed {
-        // Keys expire when now > deadline, so fire 1 ms after it.
-        let delay = Duration::from_millis(ttl as u64 + 1);
-        ctx.create_timer(delay, on_deadline, (lock.clone(), deadline));
+    let earlier_armed =
+        ARMED.with(|armed| matches!(armed.borrow().get(lock), Some(&(at, _)) if at <= deadline));
+    if earlier_armed {
+        return; // it fires first and re-watches the lock
     }
+    disarm(ctx, lock); // a later deadline's timer is superseded
+                       // Keys expire when now > deadline, so fire 1 ms after it.
+    arm(ctx, lock, deadline, Duration::from_millis(ttl as u64 + 1));
+}
+
+fn arm(ctx: &Context, lock: &LockKey, deadline: u64, delay: Duration) {
+    let payload: Payload = (lock.clone(), deadline);
+    let timer = ctx.create_timer(delay, on_deadline, payload);
+    ARMED.with(|armed| armed.borrow_mut().insert(lock.clone(), (deadline, timer)));
+}
+
+/// Stops the lock's armed timer, if any.
+fn disarm(ctx: &Context, lock: &LockKey) {
+    let Some((_, timer)) = ARMED.with(|armed| armed.borrow_mut().remove(lock)) else {
+        return;
+    };
+    // Err only if it already fired, which removes its entry first: nothing to free then.
+    let _ = ctx.stop_timer::<Payload>(timer);
+}
+
+/// Stops the timers of every lock of database `db` (-1: all) that nobody waits on: their keys
+/// were flushed. Locks with waiters keep theirs; the settle step re-watches them.
+pub fn disarm_flushed(ctx: &Context, db: i32) {
+    let locks: Vec<LockKey> = ARMED.with(|armed| {
+        armed
+            .borrow()
+            .keys()
+            .filter(|(d, _)| db == -1 || *d == db)
+            .cloned()
+            .collect()
+    });
+    for lock in locks.iter().filter(|lock| !worth_watching(lock)) {
+        disarm(ctx, lock);
+    }
+    ARMED.with(|armed| armed.borrow_mut().shrink_to_fit());
+}
+
+/// Number of armed deadline timers (INFO, tests).
+pub fn armed_count() -> usize {
+    ARMED.with(|armed| armed.borrow().len())
 }
 
 /// Module waiters to grant, or a lock we granted whose expiry python waiters are told about.
@@ -60,10 +102,10 @@ fn worth_watching(lock: &LockKey) -> bool {
     with_table(|t| t.waiters().has_waiters(lock) || t.granted_by_us(lock)).unwrap_or(false)
 }
 
-fn on_deadline(ctx: &Context, (lock, deadline): (LockKey, u64)) {
+fn on_deadline(ctx: &Context, (lock, deadline): Payload) {
     let current = ARMED.with(|armed| {
         let mut armed = armed.borrow_mut();
-        let current = armed.get(&lock) == Some(&deadline);
+        let current = matches!(armed.get(&lock), Some(&(at, _)) if at == deadline);
         if current {
             armed.remove(&lock);
         }
@@ -77,8 +119,7 @@ fn on_deadline(ctx: &Context, (lock, deadline): (LockKey, u64)) {
     match write_permission(ctx) {
         WritePermission::Never => return,
         WritePermission::Later => {
-            ARMED.with(|armed| armed.borrow_mut().insert(lock.clone(), deadline));
-            ctx.create_timer(Duration::from_millis(10), on_deadline, (lock, deadline));
+            arm(ctx, &lock, deadline, Duration::from_millis(10));
             return;
         }
         WritePermission::Now => {}

@@ -207,10 +207,14 @@ pub fn on_flush(ctx: &Context, db: i32) {
         let mut known = known.borrow_mut();
         if db == -1 {
             known.clear();
+            known.shrink_to_fit(); // a flush of many locks must give the memory back
         } else {
             known.remove(&db);
         }
     });
+    FLUSH_EPOCH.with(|epoch| epoch.set(epoch.get().wrapping_add(1)));
+    let _ = with_table(|t| t.forget_holds_in(db));
+    deadlines::disarm_flushed(ctx, db);
     let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
     for lock in locks.into_iter().filter(|(d, _)| db == -1 || *d == db) {
         schedule_settle(ctx, lock, FreedBy::Deletion);
@@ -331,11 +335,32 @@ fn settle_pending(ctx: &Context) {
 /// A grant that never reached its client is released on its behalf, from a 0 ms timer (the
 /// free-privdata callback that notices it is no place to write from).
 pub fn schedule_take_back(ctx: &Context, lock: LockKey, owner: Vec<u8>) {
-    ctx.create_timer(Duration::ZERO, take_back_on_timer, (lock, owner));
+    let epoch = FLUSH_EPOCH.with(Cell::get);
+    ctx.create_timer(Duration::ZERO, take_back_on_timer, (lock, owner, epoch));
 }
 
-fn take_back_on_timer(ctx: &Context, (lock, owner): (LockKey, Vec<u8>)) {
-    if write_permission(ctx) != WritePermission::Now {
+thread_local! {
+    /// Counts flushes (FLUSHDB/FLUSHALL, and the full resync of a replica, which empties the
+    /// data the same way). A pending take-back from before a flush is about data that is gone.
+    static FLUSH_EPOCH: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Releases an undelivered grant. Writes paused (CLIENT PAUSE WRITE/ALL, a failover): retry
+/// shortly. Not a primary (demoted in the same turn as the grant): keep retrying, slower, so
+/// that after `REPLICAOF NO ONE` the lock does not stay held by an id nobody received; a flush
+/// or full resync in between drops it (the data, and the lock, are then the primary's). The
+/// owner check in `take_back` makes a retry harmless once the lock changed hands.
+fn take_back_on_timer(ctx: &Context, (lock, owner, epoch): (LockKey, Vec<u8>, u64)) {
+    if FLUSH_EPOCH.with(Cell::get) != epoch {
+        return;
+    }
+    let retry_in = match write_permission(ctx) {
+        WritePermission::Now => None,
+        WritePermission::Later => Some(Duration::from_millis(10)),
+        WritePermission::Never => Some(Duration::from_millis(100)),
+    };
+    if let Some(delay) = retry_in {
+        ctx.create_timer(delay, take_back_on_timer, (lock, owner, epoch));
         return;
     }
     if !select_db(ctx, lock.0) {

@@ -2,6 +2,7 @@
 
 use redis_module::{InfoContext, RedisResult};
 
+use super::deadlines::armed_count;
 use super::state::with_table;
 
 pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
@@ -44,6 +45,7 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
             "foreign_locks_without_signal",
             super::events::foreign_locks_without_signal(),
         )?
+        .field("deadline_timers", armed_count() as u64)?
         .field("session_locks", sessions as u64)?
         .field("session_frees", st.session_frees)?
         .field("session_renewals", st.session_renewals)?

@@ -619,3 +619,18 @@ fn timeouts_disconnects_and_errors_are_counted() {
     assert_eq!((st.timeouts, st.disconnected_waiters, st.errors), (1, 1, 1));
 }
 mod sessions;
+
+#[test]
+fn a_flush_forgets_the_grants_of_its_database_only() {
+    let mut s = Scenario::new();
+    s.acquire("a", "x", Some(1000));
+    s.table
+        .acquire(&mut s.ks, &(1, b"y".to_vec()), &args("b", None), false)
+        .expect("acquire in db 1");
+    assert_eq!(s.table.tracked_holds(), 2);
+    s.table.forget_holds_in(0);
+    assert!(!s.table.granted_by_us(&lock("x")));
+    assert!(s.table.granted_by_us(&(1, b"y".to_vec())));
+    s.table.forget_holds_in(-1);
+    assert_eq!(s.table.tracked_holds(), 0);
+}
