@@ -101,6 +101,7 @@ def test_grant_after_waiting_replies_id_and_a_larger_token(server, protocol, how
     c = server.client(protocol=protocol)
     holder, first = fenced(c, "n", "PX", 300 if how == "expiry" else 60000)
     w = acquire_bg(server, "n", "ID", "w", "FENCE", "PX", 5000, protocol=protocol, label="w")
+    wait_waiters(c, "n", 1)  # w queues first
     p = acquire_bg(server, "n", "ID", "p", protocol=protocol, label="plain")
     wait_waiters(c, "n", 2)
     _free_by(c, how, "n", holder)
