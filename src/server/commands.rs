@@ -13,7 +13,7 @@ use redis_module::redisvalue::RedisValueKey;
 use super::blocking::block;
 use super::cluster::check_slot_not_moving;
 use super::deadlines;
-use super::effects::apply;
+use super::effects::apply_in_command;
 use super::keyspace::RedisKeyspace;
 use super::state::{caller_client_id, selected_db, with_table, Table};
 use crate::config::{session_lease_ms, signal_expire_ms};
@@ -56,7 +56,7 @@ fn run<R>(
     lock: &LockKey,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> Result<R, LockError>,
 ) -> Result<R, LockError> {
-    apply(ctx, lock, op)?
+    apply_in_command(ctx, lock, op)?
 }
 
 /// Lock writes only on a primary. A replica, even a writable one (`replica-read-only no`), must

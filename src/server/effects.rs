@@ -18,13 +18,33 @@ use crate::keys::lock_key;
 /// Runs `op` on the lock table with the keyspace of the database selected on `ctx` (which must
 /// be `lock`'s), then, with the table released: answers the clients it woke, publishes its lock
 /// events, re-arms `lock`'s deadline timer and the session renewal timer.
+///
+/// Writes go through RM_Call (timers, jobs, server events: see `keyspace.rs` for why).
 pub fn apply<R>(
     ctx: &Context,
     lock: &LockKey,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
 ) -> Result<R, LockError> {
+    apply_with(ctx, lock, RedisKeyspace::new(ctx), op)
+}
+
+/// [`apply`] inside a LOCK.* command: writes through the key API where the server has it.
+pub fn apply_in_command<R>(
+    ctx: &Context,
+    lock: &LockKey,
+    op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
+) -> Result<R, LockError> {
+    apply_with(ctx, lock, RedisKeyspace::in_command(ctx), op)
+}
+
+fn apply_with<R>(
+    ctx: &Context,
+    lock: &LockKey,
+    mut keyspace: RedisKeyspace,
+    op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
+) -> Result<R, LockError> {
     let (result, wakeups, events, next_renewal) = with_table(|t| {
-        let result = op(t, &mut RedisKeyspace::new(ctx));
+        let result = op(t, &mut keyspace);
         (
             result,
             t.take_wakeups(),

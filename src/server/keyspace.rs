@@ -1,10 +1,17 @@
 //! The rules' `Keyspace` on the real server.
 //!
 //! Reads open the key directly (cheap, and a read of an expired key still triggers Redis's lazy
-//! expiry and its `expired` event). Writes go through `RM_Call` with `!` (replicate) and `E`
-//! (errors as replies): replicas and the AOF then receive the plain commands as executed
-//! (`SET … PX` is propagated as `SET … PXAT`), keyspace notifications fire, and in a cluster the
-//! server refuses a key of a slot this node does not serve, instead of writing a stray key.
+//! expiry and its `expired` event). Writes take one of two ways:
+//! - inside a LOCK.* command: the key API with explicit notifications and replication
+//!   (`key_writes.rs`), the hot path. The server routed the command by the name's slot before
+//!   it ran, so the missing cluster check of the key API does not matter there.
+//! - in timers, post-notification jobs and server-event callbacks (deadline expiry, the settle
+//!   step after a foreign free, taking back an undelivered grant, session renewal and release),
+//!   and on servers without `SetAbsExpire` (Redis 7.0.0–7.0.4): `RM_Call` with `!` (replicate)
+//!   and `E` (errors as replies). There nothing routed the key, and RM_Call's cluster check
+//!   refuses a key of a slot this node does not serve (a slot migrated away while a timer was
+//!   pending) instead of writing a stray key; the refusal becomes TRYAGAIN for the waiters.
+//!   These paths are rare next to commands, so they keep the simpler, checked way.
 
 use std::cell::Cell;
 
@@ -13,10 +20,11 @@ use redis_module::{
 };
 
 use super::events;
+use super::key_writes;
 use super::state::selected_db;
 use crate::config::signal_enabled;
 use crate::engine::keyspace::{KeyResult, Keyspace, KeyspaceError};
-use crate::keys::{fence_key, lock_key, signal_key};
+use crate::keys::{lock_key, signal_key};
 
 thread_local! {
     /// Depth of our own writes in progress. The keyspace-notification callback ignores events
@@ -49,31 +57,151 @@ pub fn lock_key_exists(ctx: &Context, name: &[u8]) -> bool {
     ReadKey::open(ctx, &lock_key(name)).key_type() != KeyType::Empty
 }
 
+/// How this keyspace writes (see the module comment).
+enum Writes {
+    /// Inside a LOCK.* command, on a server with the whole key API.
+    KeyApi,
+    /// RM_Call with these options.
+    Call(CallOptions),
+}
+
+/// The names of the keys of one lock, made once per operation: a rules operation reads and
+/// writes the same few keys several times, and each name is a server string.
+#[derive(Default)]
+struct KeyNames {
+    lock: Option<RedisString>,
+    signal: Option<RedisString>,
+    fence: Option<RedisString>,
+}
+
+#[derive(Clone, Copy)]
+enum Layout {
+    Lock,
+    Signal,
+    Fence,
+}
+
+impl Layout {
+    fn prefix(self) -> &'static [u8] {
+        match self {
+            Layout::Lock => b"lock:",
+            Layout::Signal => b"lock-signal:",
+            Layout::Fence => b"lock-fence:",
+        }
+    }
+}
+
+thread_local! {
+    /// Scratch space for building a key name without an allocation per name.
+    static NAME_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl KeyNames {
+    /// The server string `<prefix><name>`, made on first use and reused while `name` is the same.
+    fn get(&mut self, ctx: &Context, layout: Layout, name: &[u8]) -> &RedisString {
+        let slot = match layout {
+            Layout::Lock => &mut self.lock,
+            Layout::Signal => &mut self.signal,
+            Layout::Fence => &mut self.fence,
+        };
+        let prefix = layout.prefix();
+        let fresh = match slot {
+            Some(key) => key.as_slice().strip_prefix(prefix) != Some(name),
+            None => true,
+        };
+        if fresh {
+            let key = NAME_BUFFER.with(|buffer| {
+                let mut buffer = buffer.borrow_mut();
+                buffer.clear();
+                buffer.extend_from_slice(prefix);
+                buffer.extend_from_slice(name);
+                RedisString::create_from_slice(ctx.ctx, &buffer)
+            });
+            *slot = Some(key);
+        }
+        slot.get_or_insert_with(|| RedisString::create_from_slice(ctx.ctx, prefix))
+    }
+}
+
 pub struct RedisKeyspace<'a> {
     ctx: &'a Context,
-    write_options: CallOptions,
+    writes: Writes,
+    names: KeyNames,
 }
 
 impl<'a> RedisKeyspace<'a> {
-    /// The keyspace of the database currently selected on `ctx`.
+    /// The keyspace of the database currently selected on `ctx`, writing through RM_Call (for
+    /// timers, jobs and server events).
     pub fn new(ctx: &'a Context) -> Self {
         RedisKeyspace {
             ctx,
-            write_options: CallOptionsBuilder::new()
-                .replicate()
-                .errors_as_replies()
-                .build(),
+            writes: Writes::Call(
+                CallOptionsBuilder::new()
+                    .replicate()
+                    .errors_as_replies()
+                    .build(),
+            ),
+            names: KeyNames::default(),
         }
     }
 
-    fn write(&self, command: &str, args: &[&[u8]]) -> KeyResult<CallReply<'static>> {
+    /// The keyspace of a LOCK.* command's database: writes through the key API where the server
+    /// has all of it.
+    pub fn in_command(ctx: &'a Context) -> Self {
+        if key_writes::available() {
+            RedisKeyspace {
+                ctx,
+                writes: Writes::KeyApi,
+                names: KeyNames::default(),
+            }
+        } else {
+            Self::new(ctx)
+        }
+    }
+
+    fn call(
+        &self,
+        options: &CallOptions,
+        command: &str,
+        args: &[&[u8]],
+    ) -> KeyResult<CallReply<'static>> {
         let _guard = OwnWrite::begin();
-        let result: CallResult<'static> = self.ctx.call_ext(command, &self.write_options, args);
+        let result: CallResult<'static> = self.ctx.call_ext(command, options, args);
         result.map_err(|e| refused(e.to_string()))
     }
 
-    fn open(&self, key: &[u8]) -> ReadKey {
-        ReadKey::open(self.ctx, key)
+    fn open(&mut self, layout: Layout, name: &[u8]) -> ReadKey {
+        let ctx = self.ctx;
+        ReadKey::open_name(ctx, self.names.get(ctx, layout, name))
+    }
+
+    /// `SET <prefix><name> <value> [PX ttl]`.
+    fn set_string(
+        &mut self,
+        layout: Layout,
+        name: &[u8],
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> KeyResult<()> {
+        let ctx = self.ctx;
+        match &self.writes {
+            Writes::KeyApi => {
+                let key = self.names.get(ctx, layout, name);
+                let _guard = OwnWrite::begin();
+                key_writes::set_string(ctx, key, value, ttl_ms)
+            }
+            Writes::Call(options) => {
+                let key = [layout.prefix(), name].concat();
+                match ttl_ms {
+                    Some(ttl) => {
+                        let ttl = ttl.to_string();
+                        self.call(options, "SET", &[&key, value, b"PX", ttl.as_bytes()])?
+                    }
+                    None => self.call(options, "SET", &[&key, value])?,
+                };
+                Ok(())
+            }
+        }
     }
 }
 
@@ -86,7 +214,10 @@ struct ReadKey {
 
 impl ReadKey {
     fn open(ctx: &Context, key: &[u8]) -> Self {
-        let name = RedisString::create_from_slice(ctx.ctx, key);
+        Self::open_name(ctx, &RedisString::create_from_slice(ctx.ctx, key))
+    }
+
+    fn open_name(ctx: &Context, name: &RedisString) -> Self {
         // SAFETY: ctx is live for this callback; OpenKey takes its own reference to the name
         // (so dropping `name` afterwards is fine) and returns null for a missing key.
         let handle = unsafe {
@@ -173,76 +304,103 @@ fn refused(message: String) -> KeyspaceError {
 
 impl Keyspace for RedisKeyspace<'_> {
     fn owner(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>> {
-        self.open(&lock_key(name)).string_or_wrong_type()
+        self.open(Layout::Lock, name).string_or_wrong_type()
     }
 
     fn ttl_ms(&mut self, name: &[u8]) -> KeyResult<i64> {
-        Ok(self.open(&lock_key(name)).pttl())
+        Ok(self.open(Layout::Lock, name).pttl())
     }
 
     fn check_signal_type(&mut self, name: &[u8]) -> KeyResult<()> {
-        match self.open(&signal_key(name)).key_type() {
+        match self.open(Layout::Signal, name).key_type() {
             KeyType::Empty | KeyType::List => Ok(()),
             _ => Err(KeyspaceError::WrongType),
         }
     }
 
     fn signal_pending(&mut self, name: &[u8]) -> KeyResult<bool> {
-        Ok(self.open(&signal_key(name)).key_type() == KeyType::List)
+        Ok(self.open(Layout::Signal, name).key_type() == KeyType::List)
     }
 
     fn set_owner(&mut self, name: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> KeyResult<()> {
-        let key = lock_key(name);
-        match ttl_ms {
-            Some(ttl) => {
-                let ttl = ttl.to_string();
-                self.write("SET", &[&key, owner, b"PX", ttl.as_bytes()])?
-            }
-            None => self.write("SET", &[&key, owner])?,
-        };
+        self.set_string(Layout::Lock, name, owner, ttl_ms)?;
         events::note_lock_exists(selected_db(self.ctx), name);
         Ok(())
     }
 
     fn set_ttl(&mut self, name: &[u8], ttl_ms: u64) -> KeyResult<()> {
-        let ttl = ttl_ms.to_string();
-        self.write("PEXPIRE", &[&lock_key(name), ttl.as_bytes()])?;
-        Ok(())
+        let ctx = self.ctx;
+        match &self.writes {
+            Writes::KeyApi => {
+                let key = self.names.get(ctx, Layout::Lock, name);
+                let _guard = OwnWrite::begin();
+                key_writes::expire(ctx, key, ttl_ms)
+            }
+            Writes::Call(options) => {
+                let ttl = ttl_ms.to_string();
+                self.call(options, "PEXPIRE", &[&lock_key(name), ttl.as_bytes()])?;
+                Ok(())
+            }
+        }
     }
 
     fn delete_lock(&mut self, name: &[u8]) -> KeyResult<bool> {
-        let deleted = match self.write("DEL", &[&lock_key(name)])? {
-            CallReply::I64(n) => n.to_i64() > 0,
-            _ => false,
+        let ctx = self.ctx;
+        // Opened for WRITE only if there is something to delete.
+        let exists = matches!(self.writes, Writes::KeyApi)
+            && self.open(Layout::Lock, name).key_type() != KeyType::Empty;
+        let deleted = match &self.writes {
+            Writes::KeyApi => {
+                if exists {
+                    let key = self.names.get(ctx, Layout::Lock, name);
+                    let _guard = OwnWrite::begin();
+                    key_writes::delete_existing(ctx, key)?;
+                }
+                exists
+            }
+            Writes::Call(options) => match self.call(options, "DEL", &[&lock_key(name)])? {
+                CallReply::I64(n) => n.to_i64() > 0,
+                _ => false,
+            },
         };
         events::note_lock_gone(selected_db(self.ctx), name);
         Ok(deleted)
     }
 
     fn fence(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>> {
-        self.open(&fence_key(name)).string_or_wrong_type()
+        self.open(Layout::Fence, name).string_or_wrong_type()
     }
 
     fn set_fence(&mut self, name: &[u8], token: i64) -> KeyResult<()> {
         // Plain SET: no expiry, and one a user may have put on the key is cleared.
         let token = token.to_string();
-        self.write("SET", &[&fence_key(name), token.as_bytes()])?;
-        Ok(())
+        self.set_string(Layout::Fence, name, token.as_bytes(), None)
     }
 
     fn push_signal(&mut self, name: &[u8], expire_ms: u64) -> KeyResult<()> {
         if !signal_enabled() {
             return Ok(()); // `signal no`: no python-redis-lock client to wake
         }
-        let key = signal_key(name);
-        let expire = expire_ms.to_string();
         // A DEL of a missing key changes nothing and is not even propagated by the server:
-        // spare the call (the usual case; RM_Call is the bulk of a release's cost).
-        if self.open(&key).key_type() != KeyType::Empty {
-            self.write("DEL", &[&key])?;
+        // spare it (the usual case).
+        let existed = self.open(Layout::Signal, name).key_type() != KeyType::Empty;
+        let ctx = self.ctx;
+        match &self.writes {
+            Writes::KeyApi => {
+                let key = self.names.get(ctx, Layout::Signal, name);
+                let _guard = OwnWrite::begin();
+                key_writes::push_signal(ctx, key, existed, expire_ms)
+            }
+            Writes::Call(options) => {
+                let key = signal_key(name);
+                let expire = expire_ms.to_string();
+                if existed {
+                    self.call(options, "DEL", &[&key])?;
+                }
+                self.call(options, "LPUSH", &[&key, b"1"])?;
+                self.call(options, "PEXPIRE", &[&key, expire.as_bytes()])?;
+                Ok(())
+            }
         }
-        self.write("LPUSH", &[&key, b"1"])?;
-        self.write("PEXPIRE", &[&key, expire.as_bytes()])?;
-        Ok(())
     }
 }

@@ -1,0 +1,293 @@
+//! Writes inside LOCK.* commands through the low-level key API, made to look to the rest of the
+//! server exactly like the plain commands the RM_Call build ran (tests/test_equivalence.py and
+//! its fixture are the acceptance test):
+//! - each write fires the keyspace notifications of the plain command, in its order
+//!   (`set` then `expire` for `SET … PX`, `expire` for `PEXPIRE`, `del`, `lpush`);
+//! - each is replicated (AOF and replicas) with `RedisModule_Replicate` in absolute times only:
+//!   `SET k v PXAT T`, `PEXPIREAT k T`, where T is exactly what `SetAbsExpire` stored. Replicate
+//!   and the server's own propagation (a lazy-expiry DEL) share one array in execution order, so
+//!   a command's writes go out as one MULTI/EXEC, as with RM_Call;
+//! - `RedisModule_Replicate` counts one change (`server.dirty`) per call, as each plain command
+//!   does; nothing is replicated for a no-op (DEL of a missing key);
+//! - a key is opened for WRITE only when it will be written: closing a WRITE key signals it
+//!   modified (WATCH, client tracking) even if nothing changed.
+//!
+//! Only for commands: the key API has no cluster check, and inside a command the server has
+//! already routed the name's slot (and `lock:`, `lock-signal:`, `lock-fence:` share it through
+//! the hash tag the commands require). Timers and jobs keep RM_Call (see `keyspace.rs`).
+
+use std::os::raw::{c_char, c_int, c_longlong};
+
+use redis_module::{raw, Context, KeyType, RedisString};
+
+use crate::engine::keyspace::{KeyResult, KeyspaceError};
+
+/// True when the running server has every function these writes use. `SetAbsExpire` is missing
+/// on Redis 7.0.0–7.0.4: the caller then writes through RM_Call instead.
+pub fn available() -> bool {
+    // SAFETY (each): copies a function pointer the module API filled in at load time.
+    let present = [
+        unsafe { raw::RedisModule_OpenKey }.is_some(),
+        unsafe { raw::RedisModule_CloseKey }.is_some(),
+        unsafe { raw::RedisModule_KeyType }.is_some(),
+        unsafe { raw::RedisModule_StringSet }.is_some(),
+        unsafe { raw::RedisModule_SetAbsExpire }.is_some(),
+        unsafe { raw::RedisModule_DeleteKey }.is_some(),
+        unsafe { raw::RedisModule_ListPush }.is_some(),
+        unsafe { raw::RedisModule_Replicate }.is_some(),
+        unsafe { raw::RedisModule_NotifyKeyspaceEvent }.is_some(),
+        unsafe { raw::RedisModule_Milliseconds }.is_some(),
+        unsafe { raw::RedisModule_CreateString }.is_some(),
+    ];
+    present.iter().all(|p| *p)
+}
+
+fn failed(what: &str) -> KeyspaceError {
+    KeyspaceError::Refused(format!("ERR the module could not {what}"))
+}
+
+/// A key opened for writing, closed on drop (which signals it modified).
+struct WriteKey<'a> {
+    ctx: &'a Context,
+    key: &'a RedisString,
+    handle: *mut raw::RedisModuleKey,
+}
+
+impl<'a> WriteKey<'a> {
+    fn open(ctx: &'a Context, key: &'a RedisString) -> KeyResult<Self> {
+        // SAFETY: ctx is the live context of the running command; OpenKey takes its own
+        // reference to the name. In WRITE mode it returns a handle even for a missing key.
+        let handle = unsafe {
+            match raw::RedisModule_OpenKey {
+                Some(open) => open(ctx.ctx, key.inner, raw::REDISMODULE_WRITE as c_int)
+                    .cast::<raw::RedisModuleKey>(),
+                None => std::ptr::null_mut(),
+            }
+        };
+        if handle.is_null() {
+            return Err(failed("open a key for writing"));
+        }
+        Ok(WriteKey { ctx, key, handle })
+    }
+
+    fn key_type(&self) -> KeyType {
+        // SAFETY: handle is an open key.
+        match unsafe { raw::RedisModule_KeyType } {
+            Some(key_type) => unsafe { key_type(self.handle) }.into(),
+            None => KeyType::Empty,
+        }
+    }
+
+    fn delete(&self) -> KeyResult<()> {
+        // SAFETY: handle is an open WRITE key.
+        ok(
+            unsafe { raw::RedisModule_DeleteKey.map(|f| f(self.handle)) },
+            "delete a key",
+        )
+    }
+
+    /// Sets the string value (which also drops any expiry).
+    fn set_string(&self, value: &[u8]) -> KeyResult<()> {
+        // The server keeps this object as the value (StringSet takes a reference): it is
+        // never touched again here, and dropping our handle only gives back our reference.
+        let value = RedisString::create_from_slice(self.ctx.ctx, value);
+        // SAFETY: handle is an open WRITE key; value is a live string.
+        ok(
+            unsafe { raw::RedisModule_StringSet.map(|f| f(self.handle, value.inner)) },
+            "set a string",
+        )
+    }
+
+    fn push_head(&self, element: &[u8]) -> KeyResult<()> {
+        // listTypePush copies the element's bytes into the list.
+        let element = RedisString::create_from_slice(self.ctx.ctx, element);
+        // SAFETY: handle is an open WRITE key; element is a live string.
+        let status = unsafe {
+            raw::RedisModule_ListPush.map(|f| {
+                f(
+                    self.handle,
+                    raw::REDISMODULE_LIST_HEAD as c_int,
+                    element.inner,
+                )
+            })
+        };
+        match status {
+            Some(s) if s == raw::REDISMODULE_OK as c_int => Ok(()),
+            _ if self.key_type() != KeyType::List && self.key_type() != KeyType::Empty => {
+                Err(KeyspaceError::WrongType)
+            }
+            _ => Err(failed("push to a list")),
+        }
+    }
+
+    /// Expires the key at `at_ms` (absolute Unix milliseconds). The key must exist.
+    fn expire_at(&self, at_ms: i64) -> KeyResult<()> {
+        // SAFETY: handle is an open WRITE key.
+        ok(
+            unsafe { raw::RedisModule_SetAbsExpire.map(|f| f(self.handle, at_ms)) },
+            "set an expiry",
+        )
+    }
+
+    /// Fires the keyspace notification `event` of `class` on this key, as the plain command does.
+    fn notify(&self, class: c_int, event: &'static std::ffi::CStr) {
+        // SAFETY: ctx is live; event is a static NUL-terminated string; the key name is live.
+        unsafe {
+            if let Some(notify) = raw::RedisModule_NotifyKeyspaceEvent {
+                notify(self.ctx.ctx, class, event.as_ptr(), self.key.inner);
+            }
+        }
+    }
+}
+
+impl Drop for WriteKey<'_> {
+    fn drop(&mut self) {
+        // SAFETY: handle is an open key closed nowhere else.
+        unsafe {
+            if let Some(close) = raw::RedisModule_CloseKey {
+                close(self.handle);
+            }
+        }
+    }
+}
+
+fn ok(status: Option<c_int>, what: &str) -> KeyResult<()> {
+    match status {
+        Some(s) if s == raw::REDISMODULE_OK as c_int => Ok(()),
+        _ => Err(failed(what)),
+    }
+}
+
+/// The server's clock, as `SET … PX` reads it to make the absolute deadline.
+fn now_ms() -> i64 {
+    // SAFETY: no arguments; checked for presence.
+    unsafe { raw::RedisModule_Milliseconds.map_or(0, |f| f()) }
+}
+
+fn deadline(ttl_ms: u64) -> i64 {
+    now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX))
+}
+
+/// Checks the status of `RedisModule_Replicate` (a misspelled command fails there silently).
+fn replicated(status: Option<c_int>) -> KeyResult<()> {
+    ok(status, "replicate a write")
+}
+
+/// `SET <key> <value>` or `SET <key> <value> PXAT <now+ttl>`.
+pub fn set_string(
+    ctx: &Context,
+    key: &RedisString,
+    value: &[u8],
+    ttl_ms: Option<u64>,
+) -> KeyResult<()> {
+    let k = WriteKey::open(ctx, key)?;
+    k.set_string(value)?;
+    k.notify(raw::REDISMODULE_NOTIFY_STRING as c_int, c"set");
+    let value_ptr = value.as_ptr().cast::<c_char>();
+    // SAFETY (both calls): ctx is live; the format letters match the arguments that follow
+    // ('s' a module string, 'b' a pointer and a size_t length, 'c' a C string, 'l' a long long).
+    match ttl_ms {
+        Some(ttl) => {
+            let at = deadline(ttl);
+            k.expire_at(at)?;
+            k.notify(raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"expire");
+            replicated(unsafe {
+                raw::RedisModule_Replicate.map(|f| {
+                    f(
+                        ctx.ctx,
+                        c"SET".as_ptr(),
+                        c"sbcl".as_ptr(),
+                        key.inner,
+                        value_ptr,
+                        value.len(),
+                        c"PXAT".as_ptr(),
+                        at as c_longlong,
+                    )
+                })
+            })
+        }
+        None => replicated(unsafe {
+            raw::RedisModule_Replicate.map(|f| {
+                f(
+                    ctx.ctx,
+                    c"SET".as_ptr(),
+                    c"sb".as_ptr(),
+                    key.inner,
+                    value_ptr,
+                    value.len(),
+                )
+            })
+        }),
+    }
+}
+
+/// `PEXPIREAT <key> <now+ttl>` on an existing key.
+pub fn expire(ctx: &Context, key: &RedisString, ttl_ms: u64) -> KeyResult<()> {
+    WriteKey::open(ctx, key)?.pexpire(ttl_ms)
+}
+
+impl WriteKey<'_> {
+    /// `PEXPIREAT <key> <now+ttl>`: the expiry, its `expire` event and its replication.
+    fn pexpire(&self, ttl_ms: u64) -> KeyResult<()> {
+        let at = deadline(ttl_ms);
+        self.expire_at(at)?;
+        self.notify(raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"expire");
+        // SAFETY: ctx is live; 's' a module string, 'l' a long long.
+        replicated(unsafe {
+            raw::RedisModule_Replicate.map(|f| {
+                f(
+                    self.ctx.ctx,
+                    c"PEXPIREAT".as_ptr(),
+                    c"sl".as_ptr(),
+                    self.key.inner,
+                    at as c_longlong,
+                )
+            })
+        })
+    }
+}
+
+/// `DEL <key>` of a key the caller found to exist (a missing key is not opened at all: DEL of
+/// a missing key changes, signals and replicates nothing).
+pub fn delete_existing(ctx: &Context, key: &RedisString) -> KeyResult<()> {
+    let k = WriteKey::open(ctx, key)?;
+    delete_open(ctx, &k)
+}
+
+fn delete_open(ctx: &Context, k: &WriteKey) -> KeyResult<()> {
+    k.delete()?;
+    k.notify(raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"del");
+    // SAFETY: ctx is live; 's' a module string.
+    replicated(unsafe {
+        raw::RedisModule_Replicate.map(|f| f(ctx.ctx, c"DEL".as_ptr(), c"s".as_ptr(), k.key.inner))
+    })
+}
+
+/// python-redis-lock's signal: `DEL` (only if `existed`), `LPUSH <key> 1` (creating the list
+/// wakes clients blocked in BLPOP on it), `PEXPIREAT <key> <now+expire>`. One open for all.
+pub fn push_signal(
+    ctx: &Context,
+    key: &RedisString,
+    existed: bool,
+    expire_ms: u64,
+) -> KeyResult<()> {
+    let k = WriteKey::open(ctx, key)?;
+    if existed {
+        delete_open(ctx, &k)?;
+    }
+    k.push_head(b"1")?;
+    k.notify(raw::REDISMODULE_NOTIFY_LIST as c_int, c"lpush");
+    // SAFETY: ctx is live; 's' a module string, 'c' a C string.
+    replicated(unsafe {
+        raw::RedisModule_Replicate.map(|f| {
+            f(
+                ctx.ctx,
+                c"LPUSH".as_ptr(),
+                c"sc".as_ptr(),
+                key.inner,
+                c"1".as_ptr(),
+            )
+        })
+    })?;
+    k.pexpire(expire_ms)
+}
