@@ -302,7 +302,9 @@ impl Bench {
 
     fn top_level_cmds(&self, p: Proto) -> Vec<&'static str> {
         match p {
-            Proto::Native | Proto::NativeFence => vec!["lock.acquire", "lock.release"],
+            Proto::Native | Proto::NativeFence | Proto::NativeNoSignal => {
+                vec!["lock.acquire", "lock.release"]
+            }
             Proto::Prl if self.cfg.prl_get => vec!["get", "set", "evalsha"],
             Proto::Prl => vec!["set", "evalsha"],
             Proto::Floor => vec!["set", "del"],
@@ -318,6 +320,10 @@ impl Bench {
         hold: Option<u64>,
     ) -> Result<LoopRun, String> {
         self.clean(self.baseline_clients).await?;
+        // Every run sets the module's `signal` config it needs (only `native signal=no` differs).
+        self.ctl
+            .cmd_ok(&[b"CONFIG", b"SET", b"lock.signal", p.signal()])
+            .await?;
         let conns = connect_many(self.addr, clients).await?;
         let cpu0 = self.cpu_secs().await?;
         let start = Instant::now() + Duration::from_millis(20);
@@ -827,7 +833,7 @@ impl Bench {
         });
         let limit = Duration::from_secs(60);
         match p {
-            Proto::Native | Proto::NativeFence => {
+            Proto::Native | Proto::NativeFence | Proto::NativeNoSignal => {
                 let t0 = Instant::now();
                 loop {
                     if self.lock_waiters(&keys.name).await? >= q {

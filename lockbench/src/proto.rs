@@ -3,6 +3,9 @@
 //! - `native`: `LOCK.ACQUIRE <name> ID <id> PX <ms> TIMEOUT <s>` / `LOCK.RELEASE <name> <id>`.
 //! - `native+fence`: the same with `FENCE` (each grant issues a fencing token and writes
 //!   `lock-fence:<name>`); only in the loop scenarios, to show what a token costs.
+//! - `native signal=no`: the `native` traffic with the module's `signal` config set to `no`
+//!   for the run (no python signal list is written when a lock becomes free); only in the loop
+//!   scenarios.
 //! - `python-redis-lock` 4.0.1, exactly as `Lock.acquire()` / `Lock.release()` talk to Redis:
 //!   `GET lock:<name>` (its `_held` check), then `SET lock:<name> <id> NX [EX <expire>]`; when
 //!   that fails `BLPOP lock-signal:<name> <timeout or expire or 0>` and `SET … NX` again, in a
@@ -24,6 +27,8 @@ pub const SIGNAL_EXPIRE_MS: &str = "1000";
 pub enum Proto {
     Native,
     NativeFence,
+    /// `native` with `CONFIG SET lock.signal no` for the run.
+    NativeNoSignal,
     Prl,
     Floor,
 }
@@ -31,16 +36,32 @@ pub enum Proto {
 /// The protocols of every scenario (and of the chart).
 pub const ALL: [Proto; 3] = [Proto::Native, Proto::Prl, Proto::Floor];
 
-/// The protocols of the loop scenarios (uncontended, contended): ALL plus `native+fence`.
-pub const LOOP: [Proto; 4] = [Proto::Native, Proto::NativeFence, Proto::Prl, Proto::Floor];
+/// The protocols of the loop scenarios (uncontended, contended): ALL plus `native+fence` and
+/// `native signal=no`.
+pub const LOOP: [Proto; 5] = [
+    Proto::Native,
+    Proto::NativeFence,
+    Proto::NativeNoSignal,
+    Proto::Prl,
+    Proto::Floor,
+];
 
 impl Proto {
     pub fn name(self) -> &'static str {
         match self {
             Proto::Native => "native",
             Proto::NativeFence => "native+fence",
+            Proto::NativeNoSignal => "native signal=no",
             Proto::Prl => "python-redis-lock",
             Proto::Floor => "floor",
+        }
+    }
+
+    /// The module's `signal` config this protocol runs with.
+    pub fn signal(self) -> &'static [u8] {
+        match self {
+            Proto::NativeNoSignal => b"no",
+            _ => b"yes",
         }
     }
 }
@@ -109,7 +130,7 @@ pub async fn acquire(
     o: &AcqOpts,
 ) -> Result<bool, String> {
     match p {
-        Proto::Native | Proto::NativeFence => {
+        Proto::Native | Proto::NativeFence | Proto::NativeNoSignal => {
             let ttl = o.ttl_ms.to_string();
             let to = o.native_timeout_s.to_string();
             let mut args: Vec<&[u8]> = vec![
@@ -127,7 +148,7 @@ pub async fn acquire(
             }
             let r = c.cmd(&args).await.map_err(io)?;
             match r {
-                Reply::Bulk(Some(ref got)) if got == id && p == Proto::Native => Ok(true),
+                Reply::Bulk(Some(ref got)) if got == id && p != Proto::NativeFence => Ok(true),
                 Reply::Array(Some(ref parts)) if p == Proto::NativeFence => match &parts[..] {
                     [Reply::Bulk(Some(got)), Reply::Int(token)] if got == id && *token > 0 => {
                         Ok(true)
@@ -194,7 +215,7 @@ pub async fn acquire(
 
 pub async fn release(c: &mut Conn, p: Proto, k: &LockKeys, id: &[u8]) -> Result<(), String> {
     match p {
-        Proto::Native | Proto::NativeFence => {
+        Proto::Native | Proto::NativeFence | Proto::NativeNoSignal => {
             let r = c.cmd(&[b"LOCK.RELEASE", &k.name, id]).await.map_err(io)?;
             if r.is_ok() {
                 Ok(())
@@ -260,7 +281,7 @@ pub async fn hold_expiring(
 ) -> Result<(), String> {
     let ms = ms.to_string();
     let r = match p {
-        Proto::Native | Proto::NativeFence => {
+        Proto::Native | Proto::NativeFence | Proto::NativeNoSignal => {
             c.cmd(&[
                 b"LOCK.ACQUIRE",
                 &k.name,

@@ -43,6 +43,19 @@ pub fn watch(ctx: &Context, lock: &LockKey) {
     let Ok(ttl) = RedisKeyspace::new(ctx).ttl_ms(&lock.1) else {
         return;
     };
+    arm_for_ttl(ctx, lock, ttl);
+}
+
+/// [`watch`] when the caller knows the lock's TTL (PTTL's answer), because it just wrote it.
+pub fn watch_with_ttl(ctx: &Context, lock: &LockKey, ttl: i64) {
+    if !worth_watching(lock) {
+        disarm(ctx, lock);
+        return;
+    }
+    arm_for_ttl(ctx, lock, ttl);
+}
+
+fn arm_for_ttl(ctx: &Context, lock: &LockKey, ttl: i64) {
     if ttl < 0 {
         // No expiry: nothing happens at the old deadline. Already free: the settle step
         // handles that.

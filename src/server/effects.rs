@@ -25,7 +25,17 @@ pub fn apply<R>(
     lock: &LockKey,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
 ) -> Result<R, LockError> {
-    apply_with(ctx, lock, RedisKeyspace::new(ctx), op)
+    apply_with(ctx, lock, RedisKeyspace::new(ctx), Watch::Read, op)
+}
+
+/// How the lock's deadline timer is re-checked after an operation.
+enum Watch {
+    /// Read the lock's TTL (timers, jobs: they run after changes the module did not make).
+    Read,
+    /// Only if the operation wrote the lock key, with the TTL it wrote (a command: nothing else
+    /// changed the key in the same call, and a foreign change schedules its own settle step,
+    /// which watches the lock).
+    Written,
 }
 
 /// [`apply`] inside a LOCK.* command: writes through the key API where the server has it.
@@ -34,13 +44,20 @@ pub fn apply_in_command<R>(
     lock: &LockKey,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
 ) -> Result<R, LockError> {
-    apply_with(ctx, lock, RedisKeyspace::in_command(ctx), op)
+    apply_with(
+        ctx,
+        lock,
+        RedisKeyspace::in_command(ctx),
+        Watch::Written,
+        op,
+    )
 }
 
 fn apply_with<R>(
     ctx: &Context,
     lock: &LockKey,
     mut keyspace: RedisKeyspace,
+    watch: Watch,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
 ) -> Result<R, LockError> {
     let (result, wakeups, events, next_renewal) = with_table(|t| {
@@ -52,9 +69,15 @@ fn apply_with<R>(
             t.next_session_renewal(),
         )
     })?;
+    let written_ttl = keyspace.written_lock_ttl(&lock.1);
+    drop(keyspace);
     deliver(ctx, wakeups);
     publish(ctx, events);
-    deadlines::watch(ctx, lock);
+    match (watch, written_ttl) {
+        (Watch::Read, _) => deadlines::watch(ctx, lock),
+        (Watch::Written, Some(ttl)) => deadlines::watch_with_ttl(ctx, lock, ttl),
+        (Watch::Written, None) => {}
+    }
     sessions::watch_renewals(ctx, next_renewal);
     Ok(result)
 }

@@ -127,6 +127,10 @@ pub struct RedisKeyspace<'a> {
     ctx: &'a Context,
     writes: Writes,
     names: KeyNames,
+    /// What this keyspace last wrote to `lock:<name>` of the name in `names.lock`: its TTL in
+    /// PTTL's terms (ms, -1 no expiry, -2 deleted). The deadline timer uses it instead of
+    /// reading back what was just written.
+    lock_written: Option<i64>,
 }
 
 impl<'a> RedisKeyspace<'a> {
@@ -142,7 +146,25 @@ impl<'a> RedisKeyspace<'a> {
                     .build(),
             ),
             names: KeyNames::default(),
+            lock_written: None,
         }
+    }
+
+    /// The TTL (PTTL's answer) this keyspace last wrote to `lock:<name>`; `None` if it wrote
+    /// nothing there.
+    pub fn written_lock_ttl(&self, name: &[u8]) -> Option<i64> {
+        let key = self.names.lock.as_ref()?;
+        (key.as_slice().strip_prefix(Layout::Lock.prefix()) == Some(name))
+            .then_some(self.lock_written)
+            .flatten()
+    }
+
+    /// Records a write to `lock:<name>` (see `lock_written`).
+    fn wrote_lock(&mut self, name: &[u8], ttl: i64) {
+        // Make sure `names.lock` names this lock, so the record is not taken for another one.
+        let ctx = self.ctx;
+        self.names.get(ctx, Layout::Lock, name);
+        self.lock_written = Some(ttl);
     }
 
     /// The keyspace of a LOCK.* command's database: writes through the key API where the server
@@ -153,6 +175,7 @@ impl<'a> RedisKeyspace<'a> {
                 ctx,
                 writes: Writes::KeyApi,
                 names: KeyNames::default(),
+                lock_written: None,
             }
         } else {
             Self::new(ctx)
@@ -202,6 +225,46 @@ impl<'a> RedisKeyspace<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// `PEXPIRE lock:<name> ttl`.
+    fn set_lock_ttl(&mut self, name: &[u8], ttl_ms: u64) -> KeyResult<()> {
+        let ctx = self.ctx;
+        match &self.writes {
+            Writes::KeyApi => {
+                let key = self.names.get(ctx, Layout::Lock, name);
+                let _guard = OwnWrite::begin();
+                key_writes::expire(ctx, key, ttl_ms)
+            }
+            Writes::Call(options) => {
+                let ttl = ttl_ms.to_string();
+                self.call(options, "PEXPIRE", &[&lock_key(name), ttl.as_bytes()])?;
+                Ok(())
+            }
+        }
+    }
+
+    /// `DEL lock:<name>`; true if a key was deleted.
+    fn delete_lock_key(&mut self, name: &[u8]) -> KeyResult<bool> {
+        let ctx = self.ctx;
+        // Opened for WRITE only if there is something to delete.
+        let exists = matches!(self.writes, Writes::KeyApi)
+            && self.open(Layout::Lock, name).key_type() != KeyType::Empty;
+        let deleted = match &self.writes {
+            Writes::KeyApi => {
+                if exists {
+                    let key = self.names.get(ctx, Layout::Lock, name);
+                    let _guard = OwnWrite::begin();
+                    key_writes::delete_existing(ctx, key)?;
+                }
+                exists
+            }
+            Writes::Call(options) => match self.call(options, "DEL", &[&lock_key(name)])? {
+                CallReply::I64(n) => n.to_i64() > 0,
+                _ => false,
+            },
+        };
+        Ok(deleted)
     }
 }
 
@@ -324,45 +387,21 @@ impl Keyspace for RedisKeyspace<'_> {
 
     fn set_owner(&mut self, name: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> KeyResult<()> {
         self.set_string(Layout::Lock, name, owner, ttl_ms)?;
+        let ttl = ttl_ms.map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        self.wrote_lock(name, ttl);
         events::note_lock_exists(selected_db(self.ctx), name);
         Ok(())
     }
 
     fn set_ttl(&mut self, name: &[u8], ttl_ms: u64) -> KeyResult<()> {
-        let ctx = self.ctx;
-        match &self.writes {
-            Writes::KeyApi => {
-                let key = self.names.get(ctx, Layout::Lock, name);
-                let _guard = OwnWrite::begin();
-                key_writes::expire(ctx, key, ttl_ms)
-            }
-            Writes::Call(options) => {
-                let ttl = ttl_ms.to_string();
-                self.call(options, "PEXPIRE", &[&lock_key(name), ttl.as_bytes()])?;
-                Ok(())
-            }
-        }
+        self.set_lock_ttl(name, ttl_ms)?;
+        self.wrote_lock(name, i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+        Ok(())
     }
 
     fn delete_lock(&mut self, name: &[u8]) -> KeyResult<bool> {
-        let ctx = self.ctx;
-        // Opened for WRITE only if there is something to delete.
-        let exists = matches!(self.writes, Writes::KeyApi)
-            && self.open(Layout::Lock, name).key_type() != KeyType::Empty;
-        let deleted = match &self.writes {
-            Writes::KeyApi => {
-                if exists {
-                    let key = self.names.get(ctx, Layout::Lock, name);
-                    let _guard = OwnWrite::begin();
-                    key_writes::delete_existing(ctx, key)?;
-                }
-                exists
-            }
-            Writes::Call(options) => match self.call(options, "DEL", &[&lock_key(name)])? {
-                CallReply::I64(n) => n.to_i64() > 0,
-                _ => false,
-            },
-        };
+        let deleted = self.delete_lock_key(name)?;
+        self.wrote_lock(name, -2);
         events::note_lock_gone(selected_db(self.ctx), name);
         Ok(deleted)
     }
