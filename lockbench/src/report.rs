@@ -350,6 +350,7 @@ pub fn markdown(h: &Header, res: &Results, chart_name: Option<&str>) -> String {
         "Protocols, all against the same server in the same run, alternating run by run:"
     );
     let _ = writeln!(s, "- **native**: `LOCK.ACQUIRE <name> ID <id> PX 30000 TIMEOUT 60` / `LOCK.RELEASE <name> <id>`.");
+    let _ = writeln!(s, "- **native+fence**, **native signal=no** (loop scenarios): native with `FENCE`, and native with the module's `signal` config set to `no` for the run (`CONFIG SET lock.signal no`; every other run sets `yes`).");
     let _ = writeln!(s, "- **python-redis-lock**: 4.0.1's wire protocol issued from Rust: `GET lock:<name>` (its `_held` check), `SET lock:<name> <id> NX EX 30`, on failure `BLPOP lock-signal:<name> 30` and `SET NX` again; release `EVALSHA 90da9187… 2 lock:<name> lock-signal:<name> <id> 1000`.");
     let _ = writeln!(s, "- **floor**: `SET lock:<name> <id> NX PX 30000` / `DEL lock:<name>`: no ownership check, no waiting (a busy lock is retried at once).\n");
     if let Some(c) = chart_name {

@@ -120,7 +120,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         AcquireOutcome::Busy => Ok(RedisValue::Null),
         AcquireOutcome::MustWait => {
             block(ctx, lock.clone(), args)?;
-            deadlines::watch(ctx, &lock);
+            deadlines::watch_new_waiter(ctx, &lock);
             Ok(RedisValue::NoReply)
         }
     }

@@ -46,6 +46,17 @@ pub fn watch(ctx: &Context, lock: &LockKey) {
     arm_for_ttl(ctx, lock, ttl);
 }
 
+/// [`watch`] after a waiter joined the lock's queue. A timer already armed for the lock is
+/// for its current deadline or an earlier one (every change of a lock's expiry is followed by a
+/// watch: ours by the command that made it, a foreign one by the settle step), and a new
+/// waiter does not move the deadline: then nothing needs reading.
+pub fn watch_new_waiter(ctx: &Context, lock: &LockKey) {
+    if ARMED.with(|armed| armed.borrow().contains_key(lock)) {
+        return;
+    }
+    watch(ctx, lock);
+}
+
 /// [`watch`] when the caller knows the lock's TTL (PTTL's answer), because it just wrote it.
 pub fn watch_with_ttl(ctx: &Context, lock: &LockKey, ttl: i64) {
     if !worth_watching(lock) {
