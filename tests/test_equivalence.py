@@ -209,3 +209,29 @@ def test_watch_sees_only_real_releases(server):
     with pytest.raises(Exception):  # redis.WatchError
         p.execute()
     assert c.get("x") == b"1"
+
+
+def test_overwrites_fire_what_set_fires_including_new(make_server):
+    """With the `new` class on too (not part of `A`): a hand-off overwrites the lock key the way
+    `SET k v PX` overwrites an existing key (no `new` event; the key API's StringSet would
+    delete and re-add it), and a FENCE grant overwrites the fence key like a plain `SET`."""
+    s = make_server(extra_config=[("notify-keyspace-events", "KEAn")])
+    c = s.client()
+    obs = Observer(s)
+    c.set("lock:ref", "x")
+    c.set("lock-fence:ref", "1")
+    obs.events()
+    # what the grant writes, in its order (the fence key first), as plain commands
+    c.set("lock-fence:ref", "2")
+    c.set("lock:ref", "y", px=60000)
+    # (`new` is on: the observer's sentinel keys show up with theirs)
+    plain = [e.replace(":ref:", ":n:") for e in obs.events() if ":sentinel" not in e]
+    assert not any(e.endswith(":new") for e in plain), plain
+    c.execute_command("LOCK.ACQUIRE", "n", "ID", "a", "PX", "60000", "FENCE")
+    w = acquire_bg(s, "n", "ID", "b", "PX", "60000", "FENCE", label="b")
+    wait_waiters(c, "n", 1)
+    obs.events()
+    assert c.execute_command("LOCK.RELEASE", "n", "a") == b"OK"
+    assert w.result(timeout=5)[0] == b"b"
+    seen = [e for e in obs.events() if not e.endswith(":lock.handoff") and ":sentinel" not in e]
+    assert seen == plain

@@ -38,6 +38,8 @@ pub fn available() -> bool {
         unsafe { raw::RedisModule_NotifyKeyspaceEvent }.is_some(),
         unsafe { raw::RedisModule_Milliseconds }.is_some(),
         unsafe { raw::RedisModule_CreateString }.is_some(),
+        unsafe { raw::RedisModule_StringTruncate }.is_some(),
+        unsafe { raw::RedisModule_StringDMA }.is_some(),
     ];
     present.iter().all(|p| *p)
 }
@@ -86,8 +88,16 @@ impl<'a> WriteKey<'a> {
         )
     }
 
-    /// Sets the string value (which also drops any expiry).
+    /// Sets the string value as `SET` does, without its expiry (the caller sets or clears it).
+    /// An existing string is rewritten in place: `StringSet` would delete and re-add the key,
+    /// which fires a `new` event that `SET` of an existing key does not.
     fn set_string(&self, value: &[u8]) -> KeyResult<()> {
+        if self.key_type() == KeyType::String {
+            return self.rewrite_string(value);
+        }
+        if self.key_type() != KeyType::Empty {
+            self.delete()?; // SET replaces a key of any type
+        }
         // The server keeps this object as the value (StringSet takes a reference): it is
         // never touched again here, and dropping our handle only gives back our reference.
         let value = RedisString::create_from_slice(self.ctx.ctx, value);
@@ -96,6 +106,31 @@ impl<'a> WriteKey<'a> {
             unsafe { raw::RedisModule_StringSet.map(|f| f(self.handle, value.inner)) },
             "set a string",
         )
+    }
+
+    /// Replaces the bytes of the existing string value (the server unshares it first).
+    fn rewrite_string(&self, value: &[u8]) -> KeyResult<()> {
+        // SAFETY: handle is an open WRITE key holding a string.
+        ok(
+            unsafe { raw::RedisModule_StringTruncate.map(|f| f(self.handle, value.len())) },
+            "resize a string",
+        )?;
+        if value.is_empty() {
+            return Ok(());
+        }
+        let mut len: usize = 0;
+        // SAFETY: in WRITE mode StringDMA returns the value's buffer of `len` bytes, valid
+        // until the key is closed or changed otherwise; we write exactly `len` bytes at once.
+        unsafe {
+            let dma = raw::RedisModule_StringDMA.map_or(std::ptr::null_mut(), |f| {
+                f(self.handle, &mut len, raw::REDISMODULE_WRITE as c_int)
+            });
+            if dma.is_null() || len != value.len() {
+                return Err(failed("write a string"));
+            }
+            std::ptr::copy_nonoverlapping(value.as_ptr(), dma.cast::<u8>(), len);
+        }
+        Ok(())
     }
 
     fn push_head(&self, element: &[u8]) -> KeyResult<()> {
@@ -206,18 +241,22 @@ pub fn set_string(
                 })
             })
         }
-        None => replicated(unsafe {
-            raw::RedisModule_Replicate.map(|f| {
-                f(
-                    ctx.ctx,
-                    c"SET".as_ptr(),
-                    c"sb".as_ptr(),
-                    key.inner,
-                    value_ptr,
-                    value.len(),
-                )
+        None => {
+            // SET without an expiry option drops the key's old one.
+            k.expire_at(i64::from(raw::REDISMODULE_NO_EXPIRE))?;
+            replicated(unsafe {
+                raw::RedisModule_Replicate.map(|f| {
+                    f(
+                        ctx.ctx,
+                        c"SET".as_ptr(),
+                        c"sb".as_ptr(),
+                        key.inner,
+                        value_ptr,
+                        value.len(),
+                    )
+                })
             })
-        }),
+        }
     }
 }
 
