@@ -287,10 +287,15 @@ impl WriteKey<'_> {
 }
 
 /// `DEL <key>` of a key the caller found to exist (a missing key is not opened at all: DEL of
-/// a missing key changes, signals and replicates nothing).
-pub fn delete_existing(ctx: &Context, key: &RedisString) -> KeyResult<()> {
+/// a missing key changes, signals and replicates nothing). Checked again on the open key: on
+/// Redis 7.0 the clock moves within a command, and opening can expire the key. True if deleted.
+pub fn delete_if_present(ctx: &Context, key: &RedisString) -> KeyResult<bool> {
     let k = WriteKey::open(ctx, key)?;
-    delete_open(ctx, &k)
+    if k.key_type() == KeyType::Empty {
+        return Ok(false);
+    }
+    delete_open(ctx, &k)?;
+    Ok(true)
 }
 
 fn delete_open(ctx: &Context, k: &WriteKey) -> KeyResult<()> {
@@ -302,16 +307,12 @@ fn delete_open(ctx: &Context, k: &WriteKey) -> KeyResult<()> {
     })
 }
 
-/// python-redis-lock's signal: `DEL` (only if `existed`), `LPUSH <key> 1` (creating the list
-/// wakes clients blocked in BLPOP on it), `PEXPIREAT <key> <now+expire>`. One open for all.
-pub fn push_signal(
-    ctx: &Context,
-    key: &RedisString,
-    existed: bool,
-    expire_ms: u64,
-) -> KeyResult<()> {
+/// python-redis-lock's signal: `DEL` (only if the key exists: DEL of a missing key changes and
+/// replicates nothing), `LPUSH <key> 1` (creating the list wakes clients blocked in BLPOP on
+/// it), `PEXPIREAT <key> <now+expire>`. One open for all.
+pub fn push_signal(ctx: &Context, key: &RedisString, expire_ms: u64) -> KeyResult<()> {
     let k = WriteKey::open(ctx, key)?;
-    if existed {
+    if k.key_type() != KeyType::Empty {
         delete_open(ctx, &k)?;
     }
     k.push_head(b"1")?;

@@ -131,6 +131,9 @@ pub struct RedisKeyspace<'a> {
     /// PTTL's terms (ms, -1 no expiry, -2 deleted). The deadline timer uses it instead of
     /// reading back what was just written.
     lock_written: Option<i64>,
+    /// Whether `lock:<name>` (the name in `names.lock`) exists, as this operation last read or
+    /// wrote it: a delete right after the owner check need not look again.
+    lock_exists: Option<bool>,
 }
 
 impl<'a> RedisKeyspace<'a> {
@@ -147,16 +150,22 @@ impl<'a> RedisKeyspace<'a> {
             ),
             names: KeyNames::default(),
             lock_written: None,
+            lock_exists: None,
         }
     }
 
     /// The TTL (PTTL's answer) this keyspace last wrote to `lock:<name>`; `None` if it wrote
     /// nothing there.
     pub fn written_lock_ttl(&self, name: &[u8]) -> Option<i64> {
-        let key = self.names.lock.as_ref()?;
-        (key.as_slice().strip_prefix(Layout::Lock.prefix()) == Some(name))
-            .then_some(self.lock_written)
-            .flatten()
+        self.names_lock(name).then_some(self.lock_written).flatten()
+    }
+
+    /// True if `names.lock` is `lock:<name>` (so the records about it are about this lock).
+    fn names_lock(&self, name: &[u8]) -> bool {
+        self.names
+            .lock
+            .as_ref()
+            .is_some_and(|key| key.as_slice().strip_prefix(Layout::Lock.prefix()) == Some(name))
     }
 
     /// Records a write to `lock:<name>` (see `lock_written`).
@@ -165,6 +174,7 @@ impl<'a> RedisKeyspace<'a> {
         let ctx = self.ctx;
         self.names.get(ctx, Layout::Lock, name);
         self.lock_written = Some(ttl);
+        self.lock_exists = Some(ttl != -2);
     }
 
     /// The keyspace of a LOCK.* command's database: writes through the key API where the server
@@ -176,6 +186,7 @@ impl<'a> RedisKeyspace<'a> {
                 writes: Writes::KeyApi,
                 names: KeyNames::default(),
                 lock_written: None,
+                lock_exists: None,
             }
         } else {
             Self::new(ctx)
@@ -247,17 +258,20 @@ impl<'a> RedisKeyspace<'a> {
     /// `DEL lock:<name>`; true if a key was deleted.
     fn delete_lock_key(&mut self, name: &[u8]) -> KeyResult<bool> {
         let ctx = self.ctx;
-        // Opened for WRITE only if there is something to delete.
+        // Opened for WRITE only if there is something to delete: known from the owner check
+        // that usually comes just before, else read now.
+        let known = self.names_lock(name).then_some(self.lock_exists).flatten();
         let exists = matches!(self.writes, Writes::KeyApi)
-            && self.open(Layout::Lock, name).key_type() != KeyType::Empty;
+            && known.unwrap_or_else(|| self.open(Layout::Lock, name).key_type() != KeyType::Empty);
         let deleted = match &self.writes {
             Writes::KeyApi => {
                 if exists {
                     let key = self.names.get(ctx, Layout::Lock, name);
                     let _guard = OwnWrite::begin();
-                    key_writes::delete_existing(ctx, key)?;
+                    key_writes::delete_if_present(ctx, key)?
+                } else {
+                    false
                 }
-                exists
             }
             Writes::Call(options) => match self.call(options, "DEL", &[&lock_key(name)])? {
                 CallReply::I64(n) => n.to_i64() > 0,
@@ -367,7 +381,14 @@ fn refused(message: String) -> KeyspaceError {
 
 impl Keyspace for RedisKeyspace<'_> {
     fn owner(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>> {
-        self.open(Layout::Lock, name).string_or_wrong_type()
+        let owner = self.open(Layout::Lock, name).string_or_wrong_type();
+        // `open` made `names.lock` this lock's name.
+        self.lock_exists = match &owner {
+            Ok(Some(_)) => Some(true),
+            Ok(None) => Some(false),
+            Err(_) => None,
+        };
+        owner
     }
 
     fn ttl_ms(&mut self, name: &[u8]) -> KeyResult<i64> {
@@ -420,17 +441,17 @@ impl Keyspace for RedisKeyspace<'_> {
         if !signal_enabled() {
             return Ok(()); // `signal no`: no python-redis-lock client to wake
         }
-        // A DEL of a missing key changes nothing and is not even propagated by the server:
-        // spare it (the usual case).
-        let existed = self.open(Layout::Signal, name).key_type() != KeyType::Empty;
         let ctx = self.ctx;
         match &self.writes {
             Writes::KeyApi => {
                 let key = self.names.get(ctx, Layout::Signal, name);
                 let _guard = OwnWrite::begin();
-                key_writes::push_signal(ctx, key, existed, expire_ms)
+                key_writes::push_signal(ctx, key, expire_ms)
             }
             Writes::Call(options) => {
+                // A DEL of a missing key changes nothing and is not even propagated by the
+                // server: spare it (the usual case).
+                let existed = ReadKey::open(ctx, &signal_key(name)).key_type() != KeyType::Empty;
                 let key = signal_key(name);
                 let expire = expire_ms.to_string();
                 if existed {
