@@ -31,15 +31,8 @@ def cl():
         yield cluster
 
 
-def migrate_slot(cl, slot, src, dst, timeout=30):
-    """CLUSTER MIGRATESLOTS of one slot from node src to node dst; waits until every node sees
-    dst as its owner."""
-    c = cl.clients[src]
-    assert c.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", slot, slot,
-                             "NODE", cl.node_id(dst)) == b"OK"
-    wait_until(lambda: cl.owner_of_slot(slot) == dst, timeout=timeout,
-               message=f"slot {slot} owned by node {dst}")
-    wait_until(cl._slots_agree, timeout=timeout, message="all nodes agree on the slot map")
+def migrate_slot(cl, slot, src, dst):
+    cl.migrate_slot_atomically(slot, src, dst)
 
 
 def test_migrateslots_is_accepted_and_moves_a_held_lock_with_its_fence_key(cl):
