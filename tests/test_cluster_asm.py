@@ -40,12 +40,9 @@ def test_migrateslots_is_accepted_and_moves_a_held_lock_with_its_fence_key(cl):
     is accepted; lock:<name> (with its deadline) and lock-fence:<name> arrive on the target, the
     source keeps nothing of the slot, and the lock works on the target (the holder releases
     it, a newcomer gets it)."""
-    cl.flushall()
     name = "{asm1}:x"
-    slot = cl.keyslot(name)
+    slot, a, b = cl.fresh_move(name)
     assert cl.keyslot(f"lock:{name}") == cl.keyslot(f"lock-fence:{name}") == slot
-    a = cl.owner_of_slot(slot)
-    b = (a + 1) % 3
     ca, cb = cl.clients[a], cl.clients[b]
     assert ca.execute_command("LOCK.ACQUIRE", name, "ID", "h", "PX", "60000") == b"h"
     deadline = ca.execute_command("PEXPIRETIME", f"lock:{name}")
@@ -71,11 +68,8 @@ def test_waiters_get_tryagain_when_the_slot_leaves_and_queue_on_the_target(cl):
     reply, TRYAGAIN, soon after the move (not at its timeout); retried through a cluster client
     it queues on the target and is granted when the holder releases there. The source never
     grants and writes nothing of the slot."""
-    cl.flushall()
     name = "{asm2}:x"
-    slot = cl.keyslot(name)
-    a = cl.owner_of_slot(slot)
-    b = (a + 1) % 3
+    slot, a, b = cl.fresh_move(name)
     ca, cb = cl.clients[a], cl.clients[b]
     assert ca.execute_command("LOCK.ACQUIRE", name, "ID", "h") == b"h"
     w = acquire_bg(cl.nodes[a], name, "ID", "w", "TIMEOUT", "20")
@@ -109,11 +103,8 @@ def test_a_cancelled_migration_leaves_the_lock_and_its_waiters_on_the_source(cl)
     waiter is granted on the source when the holder releases, with a larger fence token."""
     from topology import stopped
 
-    cl.flushall()
     name = "{asm3}:x"
-    slot = cl.keyslot(name)
-    a = cl.owner_of_slot(slot)
-    b = (a + 1) % 3
+    slot, a, b = cl.fresh_move(name)
     ca, cb = cl.clients[a], cl.clients[b]
     first = ca.execute_command("LOCK.ACQUIRE", name, "ID", "h", "PX", "60000", "FENCE")
     assert first[0] == b"h"

@@ -36,11 +36,8 @@ def cl():
 
 
 def contend_while_moving(cl, move, label):
-    cl.flushall()
-    slot = cl.keyslot(NAME)
+    slot, a, b = cl.fresh_move(NAME)
     assert slot == 0
-    a = cl.owner_of_slot(slot)
-    b = (a + 1) % 3
     load = ClusterLoad(cl, NAME, module_workers=4, python_workers=3).start()
     try:
         wait_until(lambda: load.grants() >= GRANTS_BETWEEN_MOVES, timeout=30,

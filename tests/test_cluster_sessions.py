@@ -29,11 +29,8 @@ def classic_move(cl, slot, src, dst):
 
 
 def session_holder_whose_slot_moves(cl, name, move):
-    cl.flushall()
     lock = f"lock:{name}"
-    slot = cl.keyslot(name)
-    a = cl.owner_of_slot(slot)
-    b = (a + 1) % 3
+    slot, a, b = cl.fresh_move(name)
     ca, cb = cl.clients[a], cl.clients[b]
     holder = cl.nodes[a].raw()
     assert holder.call("LOCK.ACQUIRE", name, "ID", "h", "PX", LEASE_MS, "SESSION") == b"h"

@@ -14,7 +14,7 @@ Built on harness.RedisServer; nothing here changes how a single test server work
         .begin_migration(slot, src, dst) / .migrate_keys(slot, src, dst) / .end_migration(slot, dst)
         .migrate_slot_atomically(slot, src, dst)  (Valkey 9 CLUSTER MIGRATESLOTS)
         .reshard_one_slot(src, dst)  (redis-cli --cluster reshard of src's lowest slot)
-        .flushall() / .stop()
+        .flushall() / .fresh_move(name) / .stop()
 """
 
 from __future__ import annotations
@@ -257,6 +257,14 @@ class Cluster:
     def flushall(self):
         for c in self.clients:
             c.flushall()
+
+    def fresh_move(self, name):
+        """Empties every node; (slot, src, dst): `name`'s slot, the node serving it and the
+        next node, for a test that moves the slot from src to dst."""
+        self.flushall()
+        slot = self.keyslot(name)
+        src = self.owner_of_slot(slot)
+        return slot, src, (src + 1) % len(self.nodes)
 
     # -- moving a slot by hand, as redis-cli --cluster reshard does ----------------------
 
