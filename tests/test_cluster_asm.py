@@ -9,7 +9,7 @@ import time
 import pytest
 
 from harness import RawConnection, acquire_bg, error_code, wait_until, wait_waiters
-from topology import running_cluster
+from topology import running_cluster, stopped
 
 
 def _has_migrateslots(node):
@@ -101,8 +101,6 @@ def test_a_cancelled_migration_leaves_the_lock_and_its_waiters_on_the_source(cl)
     the slot stays on the source with its lock, holder and queued waiter; the target keeps no
     key of the slot (a dropped import is not a foreign free there: no signal written); the
     waiter is granted on the source when the holder releases, with a larger fence token."""
-    from topology import stopped
-
     name = "{asm3}:x"
     slot, a, b = cl.fresh_move(name)
     ca, cb = cl.clients[a], cl.clients[b]
