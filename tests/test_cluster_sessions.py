@@ -9,7 +9,7 @@ later disconnect frees nothing anywhere, not even the lock of a newer holder wit
 
 import pytest
 
-from harness import wait_until
+from harness import lock_info, wait_until
 from test_cluster_asm import _has_migrateslots
 from topology import running_cluster
 
@@ -34,16 +34,20 @@ def session_holder_whose_slot_moves(cl, name, move):
     ca, cb = cl.clients[a], cl.clients[b]
     holder = cl.nodes[a].raw()
     assert holder.call("LOCK.ACQUIRE", name, "ID", "h", "PX", LEASE_MS, "SESSION") == b"h"
-    assert ca.info("lock")["lock_session_locks"] == 1
+    # a session lock of another slot of the source, which stays there
+    stays = next(n for n in (f"{{stay{i}}}:y" for i in range(1000))
+                 if cl.keyslot(n) != slot and cl.owner_of_key(n) == a)
+    other = cl.nodes[a].raw()
+    assert other.call("LOCK.ACQUIRE", stays, "ID", "o", "PX", LEASE_MS, "SESSION") == b"o"
+    assert ca.info("lock")["lock_session_locks"] == 2
     # the source renews while the slot is its own
     renewals = ca.info("lock")["lock_session_renewals"]
     wait_until(lambda: ca.info("lock")["lock_session_renewals"] > renewals, timeout=10,
                message="a renewal on the source")
 
     move(cl, slot, a, b)
-    wait_until(lambda: ca.info("lock")["lock_session_locks"] == 0, timeout=10,
+    wait_until(lambda: ca.info("lock")["lock_session_locks"] == 1, timeout=10,
                message="the binding ended on the source")
-    renewals = ca.info("lock")["lock_session_renewals"]
 
     # the target holds the lock with the deadline it came with, and nobody renews it: it
     # lapses by its lease (no reading of its deadline ever moves)
@@ -60,12 +64,17 @@ def session_holder_whose_slot_moves(cl, name, move):
     wait_until(lapsed, timeout=LEASE_MS / 1000 + 10, interval=0.02,
                message="the lock lapsed on the target")
     assert seen == {deadline}, f"the lock's deadline was renewed after the move: {seen}"
-    assert ca.info("lock")["lock_session_renewals"] == renewals, "the source renewed after the move"
+    # the other slot's session lock is still bound and renewed on the source
+    assert lock_info(ca, stays)["session"] == other.call("CLIENT", "ID")
+    renewed_to = ca.execute_command("PEXPIRETIME", f"lock:{stays}")
+    wait_until(lambda: ca.execute_command("PEXPIRETIME", f"lock:{stays}") > renewed_to,
+               timeout=10, message="the staying session lock is renewed")
 
     # a newer holder with the same id on the target; then the old holder's connection closes
     rc = cl.cluster_client()
     assert rc.execute_command("LOCK.ACQUIRE", name, "ID", "h", "PX", 60000) == b"h"
     holder_id = holder.call("CLIENT", "ID")
+    frees = ca.info("lock")["lock_session_frees"]
     holder.close()
     wait_until(lambda: f"id={holder_id} " not in ca.execute_command("CLIENT", "LIST").decode(),
                message="the source saw the holder go")
@@ -75,7 +84,10 @@ def session_holder_whose_slot_moves(cl, name, move):
     assert cb.execute_command("PTTL", lock) > 50_000
     assert ca.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0, \
         "the source wrote a key of a slot it no longer serves"
-    assert ca.info("lock")["lock_session_frees"] == 0
+    assert ca.info("lock")["lock_session_frees"] == frees, "the source freed a lock at the close"
+    other.close()
+    wait_until(lambda: ca.get(f"lock:{stays}") is None, timeout=10,
+               message="the staying session lock is freed when its holder goes")
     log = cl.nodes[a].log_tail(400)
     assert "renewal was refused" not in log, log
 
