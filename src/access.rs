@@ -63,7 +63,9 @@ fn uses(key: Vec<u8>, access: Access) -> KeyUse {
 /// A LOCK.* command as far as its key accesses go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockCommand {
-    Acquire { fence: bool },
+    Acquire {
+        fence: bool,
+    },
     Release,
     Extend,
     /// LOCK.RESET, and LOCK.RESETALL for each lock it frees.
@@ -122,7 +124,11 @@ mod tests {
         let cases: Vec<(LockCommand, bool, Vec<(&str, Access)>)> = vec![
             (acquire, true, vec![("lock:o", ReadWrite)]),
             (acquire, false, vec![("lock:o", ReadWrite)]),
-            (fenced, true, vec![("lock:o", ReadWrite), ("lock-fence:o", ReadWrite)]),
+            (
+                fenced,
+                true,
+                vec![("lock:o", ReadWrite), ("lock-fence:o", ReadWrite)],
+            ),
             (
                 LockCommand::Release,
                 true,
@@ -143,7 +149,11 @@ mod tests {
                 .into_iter()
                 .map(|(key, access)| uses(k(key), access))
                 .collect();
-            assert_eq!(keys_used(command, b"o", signal), expected, "{command:?} signal={signal}");
+            assert_eq!(
+                keys_used(command, b"o", signal),
+                expected,
+                "{command:?} signal={signal}"
+            );
         }
     }
 

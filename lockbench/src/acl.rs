@@ -34,17 +34,12 @@ pub struct AclRun {
 
 /// Medians of (restricted / default, default µs, restricted µs) for one command.
 pub fn summary(runs: &[AclRun], cmd: &str) -> Option<(f64, f64, f64)> {
-    let of: Vec<&AclRun> = runs.iter().filter(|r| r.cmd == cmd).collect();
-    if of.is_empty() {
-        return None;
-    }
-    let ratios: Vec<f64> = of
+    let pairs: Vec<(f64, f64)> = runs
         .iter()
-        .map(|r| r.restricted_user / r.default_user)
+        .filter(|r| r.cmd == cmd)
+        .map(|r| (r.restricted_user, r.default_user))
         .collect();
-    let d: Vec<f64> = of.iter().map(|r| r.default_user).collect();
-    let u: Vec<f64> = of.iter().map(|r| r.restricted_user).collect();
-    Some((stats::median(&ratios), stats::median(&d), stats::median(&u)))
+    stats::paired_summary(&pairs).map(|(ratio, restricted, default)| (ratio, default, restricted))
 }
 
 async fn load(conns: &mut [Conn], duration: Duration) -> Result<(), String> {
@@ -80,13 +75,6 @@ async fn load(conns: &mut [Conn], duration: Duration) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-async fn usec_per_call(ctl: &mut Conn, cmd: &str) -> Result<f64, String> {
-    let stats = server::info(ctl, "commandstats").await?;
-    server::cmdstat(&stats, cmd)
-        .map(|(_, _, per)| per)
-        .ok_or_else(|| format!("no commandstats for {cmd}"))
 }
 
 /// CPU seconds the server's main thread has used (user + system). Less disturbed than
@@ -125,15 +113,17 @@ async fn measure(
         .unwrap_or(0)
         .max(1);
     Ok((
-        usec_per_call(ctl, "lock.acquire").await?,
-        usec_per_call(ctl, "lock.release").await?,
+        stats::usec_per_call(ctl, "lock.acquire").await?,
+        stats::usec_per_call(ctl, "lock.release").await?,
         (cpu_after - cpu_before) * 1e6 / pairs as f64,
     ))
 }
 
 impl Bench {
     pub async fn acl_cost(&mut self) -> Result<(), String> {
-        let mut setuser: Vec<&[u8]> = vec![b"ACL", b"SETUSER", USER, b"reset", b"on", b"nopass", b"+@all"];
+        let mut setuser: Vec<&[u8]> = vec![
+            b"ACL", b"SETUSER", USER, b"reset", b"on", b"nopass", b"+@all",
+        ];
         setuser.extend_from_slice(&RULES);
         self.ctl.cmd_ok(&setuser).await?;
         let mut default_conns = connect_many(self.addr, CONNS).await?;
@@ -156,8 +146,7 @@ impl Bench {
                 ("lock.acquire", d.0, u.0),
                 ("lock.release", d.1, u.1),
                 (CPU_PER_PAIR, d.2, u.2),
-            ]
-            {
+            ] {
                 self.results.acl.push(AclRun {
                     cmd,
                     default_user,
@@ -177,20 +166,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn summary_is_the_median_per_command() {
-        let run = |cmd, default_user, restricted_user| AclRun {
-            cmd,
-            default_user,
-            restricted_user,
-        };
+    fn summary_puts_default_before_restricted() {
         let runs = vec![
-            run("lock.acquire", 1.0, 1.1),
-            run("lock.acquire", 2.0, 2.0),
-            run("lock.acquire", 1.0, 1.5),
-            run("lock.release", 2.0, 1.0),
+            AclRun {
+                cmd: "lock.acquire",
+                default_user: 2.0,
+                restricted_user: 3.0,
+            },
+            AclRun {
+                cmd: "lock.release",
+                default_user: 1.0,
+                restricted_user: 1.0,
+            },
         ];
-        assert_eq!(summary(&runs, "lock.acquire"), Some((1.1, 1.0, 1.5)));
-        assert_eq!(summary(&runs, "lock.release"), Some((0.5, 2.0, 1.0)));
+        assert_eq!(summary(&runs, "lock.acquire"), Some((1.5, 2.0, 3.0)));
         assert_eq!(summary(&runs, "lock.info"), None);
     }
 }

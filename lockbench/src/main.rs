@@ -4,6 +4,7 @@
 //! python-redis-lock 4.0.1's exact wire protocol, a SET NX/DEL floor) and writes a markdown table
 //! and an SVG chart. See `lockbench --help`.
 
+mod acl;
 mod bench;
 mod proto;
 mod report;
@@ -12,7 +13,6 @@ mod server;
 mod session;
 mod stats;
 mod tax;
-mod acl;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -387,7 +387,10 @@ fn describe_module(r: &resp::Reply) -> Option<String> {
 async fn run_scenarios(b: &mut Bench) -> Result<(), String> {
     let steps: [(&str, &str); 7] = [
         ("tax", "module tax (plain SET/INCR, module loaded vs not)"),
-        ("acl", "ACL check (uncontended pair, default user vs restricted user)"),
+        (
+            "acl",
+            "ACL check (uncontended pair, default user vs restricted user)",
+        ),
         ("uncontended", "uncontended (C clients, each its own lock)"),
         ("contended", "contended (clients on one lock)"),
         ("expiry", "expiry hand-off"),
