@@ -9,7 +9,7 @@ python-redis-lock's own commands need. A refused command answers NOPERM and chan
 import pytest
 import redis
 
-from harness import RawConnection, error_code, lock_info, snapshot
+from harness import RawConnection, acquire_bg, error_code, lock_info, snapshot, wait_waiters
 from topology import running_cluster
 
 RULES = {
@@ -235,6 +235,25 @@ def test_multi_runs_as_the_caller(server):
     assert isinstance(replies[0], redis.ResponseError) and error_code(replies[0]) == "NOPERM"
     assert replies[1] is None
     assert admin.keys("*") == []
+
+
+def test_waiters_are_checked_when_they_ask(server, protocol):
+    """An allowed waiter queues and is granted; a refused one never queues."""
+    admin = server.client(protocol=protocol)
+    make_users(admin)
+    admin.execute_command("LOCK.ACQUIRE", "orders", "ID", "h")
+    refused = acquire_bg(server, "orders", "ID", "r", "TIMEOUT", "5", protocol=protocol,
+                         username="reader", password="x")
+    with pytest.raises(redis.ResponseError) as e:
+        refused.result(timeout=5)
+    assert error_code(e.value) == "NOPERM"
+    assert lock_info(admin, "orders")["waiters"] == 0
+    w = acquire_bg(server, "orders", "ID", "w", "TIMEOUT", "10", protocol=protocol,
+                   username="lockall", password="x")
+    wait_waiters(admin, "orders", 1)
+    assert admin.execute_command("LOCK.RELEASE", "orders", "h") == b"OK"
+    assert w.result(timeout=5) == b"w"
+    assert admin.get("lock:orders") == b"w"
 
 
 # ---------------------------------------------------------------------------
