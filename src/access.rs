@@ -103,6 +103,12 @@ pub fn keys_used(command: LockCommand, name: &[u8], signal: bool) -> Vec<KeyUse>
     out
 }
 
+/// LOCK.RESETALL may skip its key-by-key check when the caller may touch every key with these
+/// prefixes as LOCK.RESET does (`keys_used(Reset, …)` with an empty name).
+pub fn resetall_prefixes(signal: bool) -> Vec<KeyUse> {
+    keys_used(LockCommand::Reset, b"", signal)
+}
+
 /// LOCK.INFO's optional read: the `fence` field comes from `lock-fence:<name>`.
 pub fn info_optional_reads(name: &[u8]) -> KeyUse {
     uses(fence_key(name), Access::Read)
@@ -165,6 +171,11 @@ mod tests {
         assert_eq!(used[1].key, [b"lock-signal:".as_slice(), name].concat());
         assert_eq!(keys_used(LockCommand::Read, b"", true)[0].key, k("lock:"));
         assert_eq!(info_optional_reads(b"n"), uses(k("lock-fence:n"), Read));
+        assert_eq!(
+            resetall_prefixes(true),
+            vec![uses(k("lock:"), Write), uses(k("lock-signal:"), Write)]
+        );
+        assert_eq!(resetall_prefixes(false), vec![uses(k("lock:"), Write)]);
     }
 
     #[test]

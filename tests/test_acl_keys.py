@@ -272,6 +272,12 @@ def test_resetall_refuses_when_any_lock_is_not_allowed(server):
     assert snapshot(admin) == before
     assert as_user(server, "lockall").execute_command("LOCK.RESETALL") == 3
     assert admin.keys("lock:*") == []
+    # write is all RESETALL needs; read alone is not enough
+    admin.execute_command("LOCK.ACQUIRE", "other", "ID", "h")
+    with pytest.raises(redis.ResponseError) as e:
+        as_user(server, "reader").execute_command("LOCK.RESETALL")
+    assert error_code(e.value) == "NOPERM"
+    assert as_user(server, "writer").execute_command("LOCK.RESETALL") == 1
 
 
 def test_resetall_with_only_allowed_locks(server):

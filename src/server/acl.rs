@@ -166,6 +166,10 @@ pub fn caller(ctx: &Context) -> Result<Caller, LockError> {
     with_server_string(ctx, name, user_named).unwrap_or_else(|| Err(cannot_tell()))
 }
 
+/// `RM_ACLCheckKeyPermissions` and `RM_ACLCheckKeyPrefixPermissions` have this shape.
+type KeyCheck =
+    unsafe extern "C" fn(*mut raw::RedisModuleUser, *mut raw::RedisModuleString, c_int) -> c_int;
+
 fn acl_flags(access: Access) -> c_int {
     let mut flags = 0;
     if access.reads() {
@@ -188,8 +192,18 @@ impl Caller {
     /// May this caller touch `key` so? Root always may. On a refusal with `log`, the denial goes
     /// to `ACL LOG` like the server's own key denials.
     fn may(&self, ctx: &Context, used: &KeyUse, log: bool) -> bool {
+        // SAFETY: reading a function pointer filled in at load (7.0+).
+        let check = unsafe { raw::RedisModule_ACLCheckKeyPermissions };
+        self.ask(ctx, used, check, log)
+    }
+
+    /// Asks the server `check(user, key or prefix, flags)`; with `log`, a refusal goes to ACL LOG.
+    fn ask(&self, ctx: &Context, used: &KeyUse, check: Option<KeyCheck>, log: bool) -> bool {
         let Some(user) = self.user else {
             return true;
+        };
+        let Some(check) = check else {
+            return false;
         };
         // SAFETY: a string for this context, freed by with_server_string below.
         let key = unsafe {
@@ -200,11 +214,8 @@ impl Caller {
         };
         with_server_string(ctx, key, |key| {
             // SAFETY: `user` lives until this Caller drops; `key` is live; the flags are within
-            // the mask the API accepts (ACCESS/INSERT/DELETE/UPDATE).
+            // the mask the APIs accept (ACCESS/INSERT/DELETE/UPDATE).
             unsafe {
-                let Some(check) = raw::RedisModule_ACLCheckKeyPermissions else {
-                    return false;
-                };
                 if check(user.as_ptr(), key, acl_flags(used.access)) == raw::REDISMODULE_OK as c_int
                 {
                     return true;
@@ -223,6 +234,17 @@ impl Caller {
             }
         })
         .unwrap_or(false)
+    }
+
+    /// May this caller touch every key that starts with each `KeyUse::key` (a prefix) so?
+    /// False also where the server cannot tell (`RM_ACLCheckKeyPrefixPermissions` is Redis 8+
+    /// and Valkey 9; not on 7.0): the caller then checks key by key.
+    pub fn may_all_with_prefixes(&self, ctx: &Context, prefixes: &[KeyUse]) -> bool {
+        // SAFETY: reading a function pointer filled in at load; None where the server lacks it.
+        let check = unsafe { raw::RedisModule_ACLCheckKeyPrefixPermissions };
+        prefixes
+            .iter()
+            .all(|prefix| self.ask(ctx, prefix, check, false))
     }
 
     /// Every key in `uses` allowed, or `NOPERM` naming the first one refused.
