@@ -6,6 +6,12 @@ the module checks the caller's user on `lock:<name>` (read or write), `lock-sign
 python-redis-lock's own commands need. A refused command answers NOPERM and changes nothing.
 """
 
+import glob
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 import redis
 
@@ -254,6 +260,45 @@ def test_waiters_are_checked_when_they_ask(server, protocol):
     assert admin.execute_command("LOCK.RELEASE", "orders", "h") == b"OK"
     assert w.result(timeout=5) == b"w"
     assert admin.get("lock:orders") == b"w"
+
+
+def _redismodule_h():
+    """The module API header the redis-module crate vendors (in cargo's registry)."""
+    cargo_home = os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo"))
+    found = sorted(glob.glob(f"{cargo_home}/registry/src/*/redis-module-*/src/include/redismodule.h"))
+    return found[-1] if found else None
+
+
+@pytest.fixture(scope="module")
+def caller_module(tmp_path_factory):
+    """tests/fixtures/acl_caller.c built as a second module (CALLER.CALL: RM_Call relay)."""
+    header, cc = _redismodule_h(), shutil.which("cc")
+    if header is None or cc is None:
+        pytest.skip("needs a C compiler and the redis-module crate's redismodule.h to build a second module")
+    out = tmp_path_factory.mktemp("aclcaller") / "acl_caller.so"
+    src = Path(__file__).parent / "fixtures" / "acl_caller.c"
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-I", os.path.dirname(header), "-o", str(out), str(src)],
+                   check=True, capture_output=True, timeout=120)
+    return str(out)
+
+
+def test_another_modules_rm_call_runs_as_root_unless_it_asks_for_the_user(server, caller_module):
+    """RM_Call without "C" runs on a temp client with no ACL user (the server checks nothing
+    there either); with "C" it runs as the caller's user and is checked."""
+    admin = server.client()
+    admin.execute_command("MODULE", "LOAD", caller_module)
+    make_users(admin)
+    u = as_user(server, "reader")
+    assert u.execute_command("CALLER.CALL", "-", "LOCK.ACQUIRE", "orders", "ID", "a", "NOWAIT") == b"a"
+    assert admin.execute_command("LOCK.OWNER", "orders") == b"a"
+    before = snapshot(admin)
+    with pytest.raises(redis.ResponseError) as e:
+        u.execute_command("CALLER.CALL", "C", "LOCK.RELEASE", "orders", "a")
+    assert error_code(e.value) == "NOPERM" and "lock:orders" in str(e.value)
+    assert snapshot(admin) == before
+    ok = as_user(server, "lockall")
+    assert ok.execute_command("CALLER.CALL", "C", "LOCK.RELEASE", "orders", "a") == b"OK"
+    assert admin.keys("lock:*") == []
 
 
 # ---------------------------------------------------------------------------
