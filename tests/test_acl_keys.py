@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from harness import RawConnection, acquire_bg, error_code, lock_info, snapshot, wait_waiters
-from topology import running_cluster
+from topology import running_cluster, start_replica, sync
 
 RULES = {
     # user: ACL key rules (every user may run every command: +@all)
@@ -299,6 +299,21 @@ def test_another_modules_rm_call_runs_as_root_unless_it_asks_for_the_user(server
     ok = as_user(server, "lockall")
     assert ok.execute_command("CALLER.CALL", "C", "LOCK.RELEASE", "orders", "a") == b"OK"
     assert admin.keys("lock:*") == []
+
+
+def test_replica_reads_are_checked_too(make_server):
+    """On a replica the reads work for who may read lock:<name>; replicated writes are plain
+    SET/DEL from the master link, which no ACL user restricts."""
+    primary = make_server()
+    replica = start_replica(make_server, primary)
+    make_users(replica.client())
+    primary.client().execute_command("LOCK.ACQUIRE", "orders", "ID", "h")
+    sync(primary.client())
+    assert as_user(replica, "reader").execute_command("LOCK.OWNER", "orders") == b"h"
+    with pytest.raises(redis.ResponseError) as e:
+        as_user(replica, "barename").execute_command("LOCK.OWNER", "orders")
+    assert error_code(e.value) == "NOPERM"
+    assert replica.client().get("lock:orders") == b"h"
 
 
 # ---------------------------------------------------------------------------
