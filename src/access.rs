@@ -20,7 +20,7 @@
 //! and returns it. LOCK.INFO's `fence` field reads `lock-fence:`; it is shown only to a caller
 //! that may read that key (an optional read, see `info_optional_reads`).
 
-use crate::keys::{fence_key, lock_key, signal_key};
+use crate::keys::{FENCE_PREFIX, LOCK_PREFIX, SIGNAL_PREFIX};
 
 /// What a command does to one key, in ACL terms: read is `%R`, write is `%W`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,16 +49,40 @@ impl Access {
     }
 }
 
-/// One key a command touches and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One key a command touches and how: the key is `prefix` + the lock's name. Static tables, so
+/// the check allocates nothing on the module side (it runs on every command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyUse {
-    pub key: Vec<u8>,
+    pub prefix: &'static [u8],
     pub access: Access,
 }
 
-fn uses(key: Vec<u8>, access: Access) -> KeyUse {
-    KeyUse { key, access }
+impl KeyUse {
+    pub fn key(&self, name: &[u8]) -> Vec<u8> {
+        [self.prefix, name].concat()
+    }
 }
+
+const fn uses(prefix: &'static [u8], access: Access) -> KeyUse {
+    KeyUse { prefix, access }
+}
+
+// Read too on lock: for ACQUIRE: python reads the owner first, and ALREADYACQUIRED compares it.
+const ACQUIRE: &[KeyUse] = &[uses(LOCK_PREFIX, Access::ReadWrite)];
+const ACQUIRE_FENCE: &[KeyUse] = &[
+    uses(LOCK_PREFIX, Access::ReadWrite),
+    uses(FENCE_PREFIX, Access::ReadWrite),
+];
+const RELEASE: &[KeyUse] = &[
+    uses(LOCK_PREFIX, Access::ReadWrite),
+    uses(SIGNAL_PREFIX, Access::Write),
+];
+const RESET: &[KeyUse] = &[
+    uses(LOCK_PREFIX, Access::Write),
+    uses(SIGNAL_PREFIX, Access::Write),
+];
+const READ: &[KeyUse] = &[uses(LOCK_PREFIX, Access::Read)];
+const FENCE_READ: KeyUse = uses(FENCE_PREFIX, Access::Read);
 
 /// A LOCK.* command as far as its key accesses go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,44 +98,33 @@ pub enum LockCommand {
     Read,
 }
 
-/// The keys `command` on lock `name` touches, with `signal` the current `signal` config.
-pub fn keys_used(command: LockCommand, name: &[u8], signal: bool) -> Vec<KeyUse> {
-    let mut out = Vec::with_capacity(2);
-    match command {
-        LockCommand::Acquire { fence } => {
-            // Read too: python reads the owner first, and ALREADYACQUIRED compares it.
-            out.push(uses(lock_key(name), Access::ReadWrite));
-            if fence {
-                out.push(uses(fence_key(name), Access::ReadWrite));
-            }
-        }
-        LockCommand::Release => {
-            out.push(uses(lock_key(name), Access::ReadWrite));
-            if signal {
-                out.push(uses(signal_key(name), Access::Write));
-            }
-        }
-        LockCommand::Extend => out.push(uses(lock_key(name), Access::ReadWrite)),
-        LockCommand::Reset => {
-            out.push(uses(lock_key(name), Access::Write));
-            if signal {
-                out.push(uses(signal_key(name), Access::Write));
-            }
-        }
-        LockCommand::Read => out.push(uses(lock_key(name), Access::Read)),
+/// The keys `command` touches (on any lock), with `signal` the current `signal` config: the
+/// signal key comes last in every table, and is dropped when nothing writes it.
+pub fn keys_used(command: LockCommand, signal: bool) -> &'static [KeyUse] {
+    let (all, has_signal) = match command {
+        LockCommand::Acquire { fence: false } => (ACQUIRE, false),
+        LockCommand::Acquire { fence: true } => (ACQUIRE_FENCE, false),
+        LockCommand::Release => (RELEASE, true),
+        LockCommand::Extend => (ACQUIRE, false),
+        LockCommand::Reset => (RESET, true),
+        LockCommand::Read => (READ, false),
+    };
+    if has_signal && !signal {
+        all.split_last().map_or(all, |(_, rest)| rest)
+    } else {
+        all
     }
-    out
 }
 
 /// LOCK.RESETALL may skip its key-by-key check when the caller may touch every key with these
-/// prefixes as LOCK.RESET does (`keys_used(Reset, …)` with an empty name).
-pub fn resetall_prefixes(signal: bool) -> Vec<KeyUse> {
-    keys_used(LockCommand::Reset, b"", signal)
+/// prefixes as LOCK.RESET does.
+pub fn resetall_prefixes(signal: bool) -> &'static [KeyUse] {
+    keys_used(LockCommand::Reset, signal)
 }
 
 /// LOCK.INFO's optional read: the `fence` field comes from `lock-fence:<name>`.
-pub fn info_optional_reads(name: &[u8]) -> KeyUse {
-    uses(fence_key(name), Access::Read)
+pub fn info_optional_read() -> KeyUse {
+    FENCE_READ
 }
 
 #[cfg(test)]
@@ -119,8 +132,11 @@ mod tests {
     use super::*;
     use Access::*;
 
-    fn k(s: &str) -> Vec<u8> {
-        s.as_bytes().to_vec()
+    fn keys(command: LockCommand, signal: bool) -> Vec<(String, Access)> {
+        keys_used(command, signal)
+            .iter()
+            .map(|u| (String::from_utf8_lossy(&u.key(b"o")).into_owned(), u.access))
+            .collect()
     }
 
     #[test]
@@ -142,6 +158,7 @@ mod tests {
             ),
             (LockCommand::Release, false, vec![("lock:o", ReadWrite)]),
             (LockCommand::Extend, true, vec![("lock:o", ReadWrite)]),
+            (LockCommand::Extend, false, vec![("lock:o", ReadWrite)]),
             (
                 LockCommand::Reset,
                 true,
@@ -149,14 +166,15 @@ mod tests {
             ),
             (LockCommand::Reset, false, vec![("lock:o", Write)]),
             (LockCommand::Read, true, vec![("lock:o", Read)]),
+            (LockCommand::Read, false, vec![("lock:o", Read)]),
         ];
         for (command, signal, expected) in cases {
-            let expected: Vec<KeyUse> = expected
+            let expected: Vec<(String, Access)> = expected
                 .into_iter()
-                .map(|(key, access)| uses(k(key), access))
+                .map(|(k, a)| (k.to_string(), a))
                 .collect();
             assert_eq!(
-                keys_used(command, b"o", signal),
+                keys(command, signal),
                 expected,
                 "{command:?} signal={signal}"
             );
@@ -166,16 +184,32 @@ mod tests {
     #[test]
     fn names_are_used_as_given() {
         let name = b"{t}\x00\xff:x";
-        let used = keys_used(LockCommand::Release, name, true);
-        assert_eq!(used[0].key, [b"lock:".as_slice(), name].concat());
-        assert_eq!(used[1].key, [b"lock-signal:".as_slice(), name].concat());
-        assert_eq!(keys_used(LockCommand::Read, b"", true)[0].key, k("lock:"));
-        assert_eq!(info_optional_reads(b"n"), uses(k("lock-fence:n"), Read));
+        let used = keys_used(LockCommand::Release, true);
+        assert_eq!(used[0].key(name), [b"lock:".as_slice(), name].concat());
         assert_eq!(
-            resetall_prefixes(true),
-            vec![uses(k("lock:"), Write), uses(k("lock-signal:"), Write)]
+            used[1].key(name),
+            [b"lock-signal:".as_slice(), name].concat()
         );
-        assert_eq!(resetall_prefixes(false), vec![uses(k("lock:"), Write)]);
+        assert_eq!(
+            keys_used(LockCommand::Read, true)[0].key(b""),
+            b"lock:".to_vec()
+        );
+        assert_eq!(info_optional_read().key(b"n"), b"lock-fence:n".to_vec());
+        assert_eq!(info_optional_read().access, Read);
+        let prefixes = |signal| -> Vec<(&[u8], Access)> {
+            resetall_prefixes(signal)
+                .iter()
+                .map(|u| (u.prefix, u.access))
+                .collect()
+        };
+        assert_eq!(
+            prefixes(true),
+            vec![
+                (b"lock:".as_slice(), Write),
+                (b"lock-signal:".as_slice(), Write)
+            ]
+        );
+        assert_eq!(prefixes(false), vec![(b"lock:".as_slice(), Write)]);
     }
 
     #[test]

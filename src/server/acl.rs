@@ -191,27 +191,28 @@ impl Caller {
 
     /// May this caller touch `key` so? Root always may. On a refusal with `log`, the denial goes
     /// to `ACL LOG` like the server's own key denials.
-    fn may(&self, ctx: &Context, used: &KeyUse, log: bool) -> bool {
+    fn may(&self, ctx: &Context, name: &[u8], used: &KeyUse, log: bool) -> bool {
         // SAFETY: reading a function pointer filled in at load (7.0+).
         let check = unsafe { raw::RedisModule_ACLCheckKeyPermissions };
-        self.ask(ctx, used, check, log)
+        self.ask(ctx, name, used, check, log)
     }
 
-    /// Asks the server `check(user, key or prefix, flags)`; with `log`, a refusal goes to ACL LOG.
-    fn ask(&self, ctx: &Context, used: &KeyUse, check: Option<KeyCheck>, log: bool) -> bool {
+    /// Asks the server `check(user, prefix + name, flags)`; with `log`, a refusal goes to ACL LOG.
+    fn ask(
+        &self,
+        ctx: &Context,
+        name: &[u8],
+        used: &KeyUse,
+        check: Option<KeyCheck>,
+        log: bool,
+    ) -> bool {
         let Some(user) = self.user else {
             return true;
         };
         let Some(check) = check else {
             return false;
         };
-        // SAFETY: a string for this context, freed by with_server_string below.
-        let key = unsafe {
-            match raw::RedisModule_CreateString {
-                Some(create) => create(ctx.ctx, used.key.as_ptr().cast(), used.key.len()),
-                None => return false,
-            }
-        };
+        let key = key_string(ctx, used.prefix, name);
         with_server_string(ctx, key, |key| {
             // SAFETY: `user` lives until this Caller drops; `key` is live; the flags are within
             // the mask the APIs accept (ACCESS/INSERT/DELETE/UPDATE).
@@ -244,38 +245,60 @@ impl Caller {
         let check = unsafe { raw::RedisModule_ACLCheckKeyPrefixPermissions };
         prefixes
             .iter()
-            .all(|prefix| self.ask(ctx, prefix, check, false))
+            .all(|prefix| self.ask(ctx, b"", prefix, check, false))
     }
 
     /// Every key in `uses` allowed, or `NOPERM` naming the first one refused.
-    pub fn check(&self, ctx: &Context, uses: &[KeyUse]) -> Result<(), LockError> {
+    pub fn check(&self, ctx: &Context, name: &[u8], uses: &[KeyUse]) -> Result<(), LockError> {
         if self.user.is_none() {
             return Ok(());
         }
-        match uses.iter().find(|used| !self.may(ctx, used, true)) {
+        match uses.iter().find(|used| !self.may(ctx, name, used, true)) {
             None => Ok(()),
-            Some(refused) => Err(no_permission(refused)),
+            Some(refused) => Err(no_permission(name, refused)),
         }
     }
 
     /// An optional read (LOCK.INFO's `fence`): allowed or not, without an ACL LOG entry.
-    pub fn may_read(&self, ctx: &Context, used: &KeyUse) -> bool {
-        self.may(ctx, used, false)
+    pub fn may_read(&self, ctx: &Context, name: &[u8], used: &KeyUse) -> bool {
+        self.may(ctx, name, used, false)
     }
 }
 
 /// The server's wording for a key denial, plus which key and what access was needed.
-pub fn no_permission(refused: &KeyUse) -> LockError {
+pub fn no_permission(name: &[u8], refused: &KeyUse) -> LockError {
     LockError::Server(format!(
         "NOPERM No permissions to access a key: {} needs {} permission",
-        printable_key(&refused.key),
+        printable_key(&refused.key(name)),
         refused.access.describe()
     ))
 }
 
-/// Checks the caller on `uses`: the one call a handler makes.
-pub fn check(ctx: &Context, uses: &[KeyUse]) -> Result<Caller, LockError> {
+/// Checks the caller on `uses` of lock `name`: the one call a handler makes.
+pub fn check(ctx: &Context, name: &[u8], uses: &[KeyUse]) -> Result<Caller, LockError> {
     let caller = caller(ctx)?;
-    caller.check(ctx, uses)?;
+    caller.check(ctx, name, uses)?;
     Ok(caller)
+}
+
+/// `prefix` + `name` as a server string for this context (NULL if the API is missing), built
+/// in a stack buffer when short: this runs for every command.
+fn key_string(ctx: &Context, prefix: &[u8], name: &[u8]) -> *mut raw::RedisModuleString {
+    // SAFETY: reading a function pointer filled in at load.
+    let Some(create) = (unsafe { raw::RedisModule_CreateString }) else {
+        return std::ptr::null_mut();
+    };
+    let len = prefix.len() + name.len();
+    let mut buf = [0u8; 128];
+    if let Some(dst) = buf.get_mut(..len) {
+        let (head, tail) = dst.split_at_mut(prefix.len());
+        head.copy_from_slice(prefix);
+        tail.copy_from_slice(name);
+        // SAFETY: `len` bytes of `buf` are initialised; the server copies them.
+        unsafe { create(ctx.ctx, buf.as_ptr().cast(), len) }
+    } else {
+        let key = [prefix, name].concat();
+        // SAFETY: as above, from the heap copy.
+        unsafe { create(ctx.ctx, key.as_ptr().cast(), key.len()) }
+    }
 }

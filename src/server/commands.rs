@@ -17,7 +17,7 @@ use super::deadlines;
 use super::effects::apply;
 use super::keyspace::RedisKeyspace;
 use super::state::{caller_client_id, selected_db, with_table, Table};
-use crate::access::{info_optional_reads, keys_used, resetall_prefixes, LockCommand};
+use crate::access::{info_optional_read, keys_used, resetall_prefixes, LockCommand};
 use crate::config::{session_lease_ms, signal_enabled, signal_expire_ms};
 use crate::engine::{AcquireArgs, AcquireOutcome, LockKey};
 use crate::error::LockError;
@@ -55,7 +55,7 @@ fn lock_of(ctx: &Context, name: Vec<u8>) -> Result<LockKey, LockError> {
 /// The caller's ACL user may touch the keys `command` on `name` touches (see `access`), or
 /// `NOPERM` before anything is read or written.
 fn permit(ctx: &Context, command: LockCommand, name: &[u8]) -> Result<Caller, LockError> {
-    acl::check(ctx, &keys_used(command, name, signal_enabled()))
+    acl::check(ctx, name, keys_used(command, signal_enabled()))
 }
 
 /// Runs a rules operation and carries out its decisions (see `effects::apply`).
@@ -202,10 +202,9 @@ pub fn reset_all(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     request::parse_no_args(&arg_bytes(&args))?;
     let caller = acl::caller(ctx)?;
     let signal = signal_enabled();
-    if !caller.is_root() && !caller.may_all_with_prefixes(ctx, &resetall_prefixes(signal)) {
-        scan_lock_names(ctx, |name| {
-            caller.check(ctx, &keys_used(LockCommand::Reset, &name, signal))
-        })?;
+    if !caller.is_root() && !caller.may_all_with_prefixes(ctx, resetall_prefixes(signal)) {
+        let uses = keys_used(LockCommand::Reset, signal);
+        scan_lock_names(ctx, |name| caller.check(ctx, &name, uses))?;
     }
     let db = selected_db(ctx);
     let signal_expire = signal_expire_ms();
@@ -291,7 +290,7 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let caller = permit(ctx, LockCommand::Read, &name)?;
     // `fence` reads lock-fence:<name>: shown only to a caller that may read it, and left out
     // (not null, which would mean "never issued") for one that may not.
-    let show_fence = caller.may_read(ctx, &info_optional_reads(&name));
+    let show_fence = caller.may_read(ctx, &name, &info_optional_read());
     let lock = lock_of(ctx, name)?;
     let info = run(ctx, &lock, |t, ks| t.info(ks, &lock))?;
     let mut map = BTreeMap::new();
