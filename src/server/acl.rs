@@ -17,7 +17,6 @@
 
 use std::os::raw::c_int;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicPtr, Ordering};
 
 use redis_module::{raw, Context, ContextFlags};
 
@@ -32,9 +31,6 @@ const PROBE_COMMAND: &std::ffi::CStr = c"lock.acl-probe-no-such-command";
 /// next command). `None` inside: the caller is a root client and may touch every key.
 pub struct Caller {
     user: Option<NonNull<raw::RedisModuleUser>>,
-    /// The server said this user may read and write every key (see `may_touch_every_key`):
-    /// the per-key checks are skipped.
-    all_keys: bool,
 }
 
 impl Drop for Caller {
@@ -92,10 +88,7 @@ fn user_named(name: *mut raw::RedisModuleString) -> Result<Caller, LockError> {
         }
     };
     match NonNull::new(user) {
-        Some(user) => Ok(Caller {
-            user: Some(user),
-            all_keys: may_touch_every_key(user),
-        }),
+        Some(user) => Ok(Caller { user: Some(user) }),
         // The user was deleted (or disabled) while its connection stays open: it may do nothing.
         None => Err(LockError::Server(
             "NOPERM the calling ACL user no longer exists".to_string(),
@@ -132,10 +125,7 @@ fn fake_client_has_user(ctx: &Context) -> Result<bool, LockError> {
 
 /// Who runs the current command (see the top of the file).
 pub fn caller(ctx: &Context) -> Result<Caller, LockError> {
-    let root = Caller {
-        user: None,
-        all_keys: true,
-    };
+    let root = Caller { user: None };
     if ctx
         .get_flags()
         .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING)
@@ -174,39 +164,6 @@ pub fn caller(ctx: &Context) -> Result<Caller, LockError> {
         }
     };
     with_server_string(ctx, name, user_named).unwrap_or_else(|| Err(cannot_tell()))
-}
-
-/// An empty server string, made once and kept for the module's life: the prefix of every key.
-static EMPTY_PREFIX: AtomicPtr<raw::RedisModuleString> = AtomicPtr::new(std::ptr::null_mut());
-
-/// Where the server can tell (`RM_ACLCheckKeyPrefixPermissions` with the empty prefix, Redis 8+
-/// and Valkey 9): may `user` read and write every key (`allkeys`, `~*`)? Then one call replaces
-/// the per-key checks, which matters because this runs on every command. False on Redis 7.0.
-fn may_touch_every_key(user: NonNull<raw::RedisModuleUser>) -> bool {
-    // SAFETY: reading function pointers filled in at load; None where the server lacks them.
-    let (Some(check), Some(create)) = (unsafe {
-        (
-            raw::RedisModule_ACLCheckKeyPrefixPermissions,
-            raw::RedisModule_CreateString,
-        )
-    }) else {
-        return false;
-    };
-    let mut empty = EMPTY_PREFIX.load(Ordering::Relaxed);
-    if empty.is_null() {
-        // SAFETY: a NULL context makes a string no context owns; it is never freed (one per
-        // module load). Only the main thread runs commands, so there is no race to create it.
-        empty = unsafe { create(std::ptr::null_mut(), c"".as_ptr(), 0) };
-        if empty.is_null() {
-            return false;
-        }
-        EMPTY_PREFIX.store(empty, Ordering::Relaxed);
-    }
-    // SAFETY: `user` is live for this command; `empty` lives for the module's life; the flags
-    // are within the accepted mask.
-    unsafe {
-        check(user.as_ptr(), empty, acl_flags(Access::ReadWrite)) == raw::REDISMODULE_OK as c_int
-    }
 }
 
 /// `RM_ACLCheckKeyPermissions` and `RM_ACLCheckKeyPrefixPermissions` have this shape.
@@ -252,9 +209,6 @@ impl Caller {
         let Some(user) = self.user else {
             return true;
         };
-        if self.all_keys {
-            return true;
-        }
         let Some(check) = check else {
             return false;
         };
