@@ -116,12 +116,6 @@ pub fn keys_used(command: LockCommand, signal: bool) -> &'static [KeyUse] {
     }
 }
 
-/// LOCK.RESETALL may skip its key-by-key check when the caller may touch every key with these
-/// prefixes as LOCK.RESET does.
-pub fn resetall_prefixes(signal: bool) -> &'static [KeyUse] {
-    keys_used(LockCommand::Reset, signal)
-}
-
 /// LOCK.INFO's optional read: the `fence` field comes from `lock-fence:<name>`.
 pub fn info_optional_read() -> KeyUse {
     FENCE_READ
@@ -196,20 +190,6 @@ mod tests {
         );
         assert_eq!(info_optional_read().key(b"n"), b"lock-fence:n".to_vec());
         assert_eq!(info_optional_read().access, Read);
-        let prefixes = |signal| -> Vec<(&[u8], Access)> {
-            resetall_prefixes(signal)
-                .iter()
-                .map(|u| (u.prefix, u.access))
-                .collect()
-        };
-        assert_eq!(
-            prefixes(true),
-            vec![
-                (b"lock:".as_slice(), Write),
-                (b"lock-signal:".as_slice(), Write)
-            ]
-        );
-        assert_eq!(prefixes(false), vec![(b"lock:".as_slice(), Write)]);
     }
 
     #[test]

@@ -29,6 +29,10 @@ RULES = {
     "writer": ["%W~lock:*", "%W~lock-signal:*"],
     "readwrite": ["%R~lock:*", "%W~lock:*", "%W~lock-signal:*"],
     "nokeys": [],
+    # read on every key, read+write only on keys ending in x: no lock write (Valkey 9.1.2's
+    # RM_ACLCheckKeyPrefixPermissions says "read+write on every key" for this one)
+    "mixed": ["~*x", "%R~*"],
+    "emptypattern": ["~"],  # only the empty key
 }
 
 
@@ -68,6 +72,8 @@ ALLOWED = {
     "writer": {"reset"},  # ACQUIRE/RELEASE/EXTEND read the owner first, as python does
     "readwrite": ALL - {"acquire-fence"},
     "nokeys": set(),
+    "mixed": READS,
+    "emptypattern": set(),
 }
 CASES = [(user, "orders", cmd) for user in RULES for cmd in COMMANDS]
 CASES += [("orders", "other", cmd) for cmd in COMMANDS]  # ~lock:orders* is only those locks

@@ -237,17 +237,6 @@ impl Caller {
         .unwrap_or(false)
     }
 
-    /// May this caller touch every key that starts with each `KeyUse::key` (a prefix) so?
-    /// False also where the server cannot tell (`RM_ACLCheckKeyPrefixPermissions` is Redis 8+
-    /// and Valkey 9; not on 7.0): the caller then checks key by key.
-    pub fn may_all_with_prefixes(&self, ctx: &Context, prefixes: &[KeyUse]) -> bool {
-        // SAFETY: reading a function pointer filled in at load; None where the server lacks it.
-        let check = unsafe { raw::RedisModule_ACLCheckKeyPrefixPermissions };
-        prefixes
-            .iter()
-            .all(|prefix| self.ask(ctx, b"", prefix, check, false))
-    }
-
     /// Every key in `uses` allowed, or `NOPERM` naming the first one refused.
     pub fn check(&self, ctx: &Context, name: &[u8], uses: &[KeyUse]) -> Result<(), LockError> {
         if self.user.is_none() {
