@@ -20,6 +20,7 @@ use redis_module::{
 };
 
 use super::events;
+use super::key_names::{KeyNames, Layout};
 use super::key_writes;
 use super::state::selected_db;
 use crate::config::signal_enabled;
@@ -63,64 +64,6 @@ enum Writes {
     KeyApi,
     /// RM_Call with these options.
     Call(CallOptions),
-}
-
-/// The names of the keys of one lock, made once per operation: a rules operation reads and
-/// writes the same few keys several times, and each name is a server string.
-#[derive(Default)]
-struct KeyNames {
-    lock: Option<RedisString>,
-    signal: Option<RedisString>,
-    fence: Option<RedisString>,
-}
-
-#[derive(Clone, Copy)]
-enum Layout {
-    Lock,
-    Signal,
-    Fence,
-}
-
-impl Layout {
-    fn prefix(self) -> &'static [u8] {
-        match self {
-            Layout::Lock => b"lock:",
-            Layout::Signal => b"lock-signal:",
-            Layout::Fence => b"lock-fence:",
-        }
-    }
-}
-
-thread_local! {
-    /// Scratch space for building a key name without an allocation per name.
-    static NAME_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-impl KeyNames {
-    /// The server string `<prefix><name>`, made on first use and reused while `name` is the same.
-    fn get(&mut self, ctx: &Context, layout: Layout, name: &[u8]) -> &RedisString {
-        let slot = match layout {
-            Layout::Lock => &mut self.lock,
-            Layout::Signal => &mut self.signal,
-            Layout::Fence => &mut self.fence,
-        };
-        let prefix = layout.prefix();
-        let fresh = match slot {
-            Some(key) => key.as_slice().strip_prefix(prefix) != Some(name),
-            None => true,
-        };
-        if fresh {
-            let key = NAME_BUFFER.with(|buffer| {
-                let mut buffer = buffer.borrow_mut();
-                buffer.clear();
-                buffer.extend_from_slice(prefix);
-                buffer.extend_from_slice(name);
-                RedisString::create_from_slice(ctx.ctx, &buffer)
-            });
-            *slot = Some(key);
-        }
-        slot.get_or_insert_with(|| RedisString::create_from_slice(ctx.ctx, prefix))
-    }
 }
 
 pub struct RedisKeyspace<'a> {

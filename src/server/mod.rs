@@ -23,6 +23,7 @@ pub mod deadlines;
 pub mod effects;
 pub mod events;
 pub mod info;
+pub mod key_names;
 pub mod key_writes;
 pub mod keyspace;
 pub mod sessions;
