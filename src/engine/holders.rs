@@ -1,9 +1,12 @@
 //! Who the module granted each lock to, and when: `holder-client` and `held-ms` of LOCK.INFO,
-//! hold-time statistics, and "is this lock one of ours" for deadline timers and lock events.
+//! hold-time statistics, "is this lock one of ours" for deadline timers and lock events, and the
+//! SESSION binding of a lock, which lives and dies with its grant record.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use super::queue::LockKey;
+use super::sessions::{renew_interval_ms, Binding, Lease, SessionIndex, SharedKey};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
@@ -13,27 +16,67 @@ pub struct Holder {
     /// (a script or function called LOCK.ACQUIRE: its caller's connection is not visible there).
     pub client_id: Option<u64>,
     pub since_ms: u64,
+    /// Set while the lock is a SESSION lock bound to `client_id`'s connection (boxed: a plain
+    /// lock pays one pointer for it).
+    lease: Option<Box<Lease>>,
 }
 
 /// The locks the module granted and has not seen freed since. Bounded by the locks held.
 #[derive(Debug, Default)]
 pub struct Holders {
-    by_lock: HashMap<LockKey, Holder>,
+    by_lock: HashMap<SharedKey, Holder>,
+    sessions: SessionIndex,
 }
 
 impl Holders {
-    pub fn granted(&mut self, lock: &LockKey, owner: &[u8], client_id: Option<u64>, now_ms: u64) {
+    /// The module granted `lock` to `owner` just now. With `session_lease` (and a known
+    /// connection) the lock is bound to that connection with that lease.
+    pub fn granted(
+        &mut self,
+        lock: &LockKey,
+        owner: &[u8],
+        client_id: Option<u64>,
+        now_ms: u64,
+        session_lease: Option<u64>,
+    ) {
+        self.unbind(lock);
+        let key = match self.by_lock.get_key_value(lock) {
+            Some((key, _)) => Rc::clone(key),
+            None => Rc::new(lock.clone()),
+        };
+        let lease = match (session_lease, client_id) {
+            (Some(lease_ms), Some(client_id)) => {
+                let lease = Lease::starting(lease_ms, now_ms);
+                self.sessions.add(&key, client_id, lease);
+                Some(Box::new(lease))
+            }
+            _ => None,
+        };
         let holder = Holder {
             owner: owner.to_vec(),
             client_id,
             since_ms: now_ms,
+            lease,
         };
-        self.by_lock.insert(lock.clone(), holder);
+        self.by_lock.insert(key, holder);
     }
 
-    /// The lock stopped being held by whoever the module granted it to.
+    /// The lock stopped being held by whoever the module granted it to (a binding ends with it).
     pub fn ended(&mut self, lock: &LockKey) -> Option<Holder> {
+        self.unbind(lock);
         self.by_lock.remove(lock)
+    }
+
+    /// The lock stopped being its bound connection's: forget the binding, keep the record.
+    pub fn unbind(&mut self, lock: &LockKey) {
+        let Some((key, holder)) = self.by_lock.get_key_value(lock) else {
+            return;
+        };
+        let (key, client_id) = (Rc::clone(key), holder.client_id);
+        let lease = self.by_lock.get_mut(lock).and_then(|h| h.lease.take());
+        if let (Some(lease), Some(client_id)) = (lease, client_id) {
+            self.sessions.remove(&key, client_id, *lease);
+        }
     }
 
     pub fn contains(&self, lock: &LockKey) -> bool {
@@ -47,9 +90,89 @@ impl Holders {
         (Some(holder.owner.as_slice()) == owner).then_some(holder)
     }
 
+    /// The connection a lock is bound to, if it is a SESSION lock.
+    pub fn session_client(&self, lock: &LockKey) -> Option<u64> {
+        let holder = self.by_lock.get(lock)?;
+        holder.lease.as_ref().and(holder.client_id)
+    }
+
+    /// LOCK.EXTEND of a session lock: the new expiry is the new lease (renewed from now on).
+    pub fn set_lease(&mut self, lock: &LockKey, lease_ms: u64, now_ms: u64) {
+        let Some((key, holder)) = self.by_lock.get_key_value(lock) else {
+            return;
+        };
+        let Some(old) = holder.lease.as_deref().copied() else {
+            return;
+        };
+        let key = Rc::clone(key);
+        let new = Lease::starting(lease_ms, now_ms);
+        self.sessions.reschedule(&key, old.renew_at, new.renew_at);
+        if let Some(lease) = self.by_lock.get_mut(lock).and_then(|h| h.lease.as_mut()) {
+            **lease = new;
+        }
+    }
+
+    /// True if the connection holds a session lock (checked on every disconnect: no allocation).
+    pub fn holds_session(&self, client_id: u64) -> bool {
+        self.sessions.holds_any(client_id)
+    }
+
+    /// The locks bound to a connection, in no particular order.
+    pub fn locks_bound_to(&self, client_id: u64) -> Vec<LockKey> {
+        self.sessions.locks_of(client_id)
+    }
+
+    /// The bindings whose renewal is due at `now_ms`; each is rescheduled for its next renewal
+    /// from now.
+    pub fn take_due_renewals(&mut self, now_ms: u64) -> Vec<(LockKey, Binding)> {
+        let mut out = Vec::new();
+        for (at, key) in self.sessions.due(now_ms) {
+            let Some(holder) = self.by_lock.get_mut(&*key) else {
+                continue;
+            };
+            let (Some(lease), Some(client_id)) = (holder.lease.as_mut(), holder.client_id) else {
+                continue;
+            };
+            lease.renew_at = now_ms.saturating_add(renew_interval_ms(lease.lease_ms));
+            let binding = Binding {
+                client_id,
+                lease_ms: lease.lease_ms,
+            };
+            self.sessions.reschedule(&key, at, lease.renew_at);
+            out.push(((*key).clone(), binding));
+        }
+        out
+    }
+
+    /// When the next lease renewal is due, if any lock is bound.
+    pub fn next_renewal(&self) -> Option<u64> {
+        self.sessions.next_due()
+    }
+
+    /// Number of SESSION locks.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Forgets every binding and keeps the records: this node stopped being a primary.
+    pub fn unbind_all(&mut self) {
+        for holder in self.by_lock.values_mut() {
+            holder.lease = None;
+        }
+        self.sessions.clear();
+    }
+
     /// Forgets every lock of database `db` (-1: of every database), for a flush.
     pub fn forget_db(&mut self, db: i32) {
-        self.by_lock.retain(|(d, _), _| db != -1 && *d != db);
+        let gone: Vec<LockKey> = self
+            .by_lock
+            .keys()
+            .filter(|key| db == -1 || key.0 == db)
+            .map(|key| (**key).clone())
+            .collect();
+        for lock in gone {
+            self.ended(&lock);
+        }
         self.by_lock.shrink_to_fit(); // a flush of many locks must give the memory back
     }
 
@@ -73,7 +196,7 @@ mod tests {
     #[test]
     fn a_holder_describes_the_lock_only_while_the_key_holds_its_id() {
         let mut h = Holders::default();
-        h.granted(&lock(0, "x"), b"a", Some(7), 100);
+        h.granted(&lock(0, "x"), b"a", Some(7), 100, None);
         let table: &[(Option<&[u8]>, Option<u64>)] = &[
             (Some(b"a"), Some(7)), // still a's
             (Some(b"b"), None),    // overwritten by someone else
@@ -92,14 +215,126 @@ mod tests {
     #[test]
     fn ended_and_flushed_locks_are_forgotten() {
         let mut h = Holders::default();
-        h.granted(&lock(0, "x"), b"a", None, 1);
-        h.granted(&lock(0, "y"), b"a", None, 1);
-        h.granted(&lock(3, "x"), b"a", None, 1);
+        h.granted(&lock(0, "x"), b"a", None, 1, None);
+        h.granted(&lock(0, "y"), b"a", None, 1, None);
+        h.granted(&lock(3, "x"), b"a", None, 1, None);
         assert_eq!(h.ended(&lock(0, "x")).map(|h| h.since_ms), Some(1));
         assert_eq!(h.ended(&lock(0, "x")), None);
         h.forget_db(0);
         assert_eq!((h.len(), h.contains(&lock(3, "x"))), (1, true));
         h.forget_db(-1);
         assert!(h.is_empty());
+    }
+
+    fn renewals(h: &mut Holders, now: u64) -> Vec<(String, u64, u64)> {
+        h.take_due_renewals(now)
+            .into_iter()
+            .map(|(l, b)| {
+                (
+                    String::from_utf8_lossy(&l.1).into_owned(),
+                    b.client_id,
+                    b.lease_ms,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn renewals_come_due_in_deadline_order_and_are_rescheduled() {
+        let mut h = Holders::default();
+        h.granted(&lock(0, "slow"), b"a", Some(1), 0, Some(3000)); // due at 1000
+        h.granted(&lock(0, "fast"), b"a", Some(2), 0, Some(300)); // due at 100
+        h.granted(&lock(0, "plain"), b"a", Some(3), 0, None);
+        h.granted(&lock(0, "script"), b"a", None, 0, Some(300)); // no connection: no binding
+        assert_eq!((h.session_count(), h.next_renewal()), (2, Some(100)));
+        assert!(renewals(&mut h, 99).is_empty());
+        assert_eq!(renewals(&mut h, 100), [("fast".into(), 2, 300)]);
+        assert_eq!(
+            h.next_renewal(),
+            Some(200),
+            "fast again, 100 ms after its renewal"
+        );
+        let due = renewals(&mut h, 1000);
+        assert_eq!(
+            due,
+            [("fast".into(), 2, 300), ("slow".into(), 1, 3000)],
+            "late tick: each due binding once"
+        );
+        assert_eq!(h.next_renewal(), Some(1100));
+    }
+
+    #[test]
+    fn a_binding_ends_with_the_grant_it_belongs_to() {
+        // Each way a lock stops being connection 7's: afterwards 7 holds nothing and the lock
+        // has no session, whatever else happened to the record.
+        type End = fn(&mut Holders, &LockKey);
+        let table: &[(&str, End)] = &[
+            ("released/reset/deleted/expired", |h, l| {
+                h.ended(l);
+            }),
+            ("overwritten, record kept", |h, l| h.unbind(l)),
+            ("handed to another connection", |h, l| {
+                h.granted(l, b"b", Some(8), 5, Some(1000))
+            }),
+            ("granted again to 7 as a plain lock", |h, l| {
+                h.granted(l, b"c", Some(7), 5, None)
+            }),
+            ("flushed", |h, _| h.forget_db(0)),
+            ("demoted", |h, _| h.unbind_all()),
+        ];
+        for (what, end) in table {
+            let mut h = Holders::default();
+            let x = lock(0, "x");
+            h.granted(&x, b"a", Some(7), 0, Some(1000));
+            h.granted(&lock(0, "y"), b"a", Some(7), 0, Some(1000));
+            assert_eq!(h.session_client(&x), Some(7), "{what}");
+            end(&mut h, &x);
+            assert_ne!(h.session_client(&x), Some(7), "{what}");
+            assert!(!h.locks_bound_to(7).contains(&x), "{what}");
+            let due: Vec<_> = renewals(&mut h, 10_000)
+                .into_iter()
+                .map(|r| (r.0, r.1))
+                .collect();
+            assert!(
+                !due.contains(&("x".into(), 7)),
+                "{what}: not renewed for 7: {due:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_connection_knows_its_locks() {
+        let mut h = Holders::default();
+        for name in ["a", "b"] {
+            h.granted(&lock(0, name), b"o", Some(7), 0, Some(1000));
+        }
+        h.granted(&lock(0, "c"), b"o", Some(8), 0, Some(1000));
+        assert!(h.holds_session(7) && h.holds_session(8) && !h.holds_session(9));
+        let mut mine = h.locks_bound_to(7);
+        mine.sort();
+        assert_eq!(mine, [lock(0, "a"), lock(0, "b")]);
+        h.ended(&lock(0, "a"));
+        assert_eq!(h.locks_bound_to(7), [lock(0, "b")]);
+        h.ended(&lock(0, "b"));
+        assert!(!h.holds_session(7) && h.holds_session(8));
+    }
+
+    #[test]
+    fn extend_changes_the_lease_and_flush_forgets_only_its_db() {
+        let mut h = Holders::default();
+        h.granted(&lock(0, "a"), b"o", Some(1), 0, Some(300));
+        h.set_lease(&lock(0, "a"), 3000, 50);
+        assert_eq!(h.next_renewal(), Some(1050));
+        h.granted(&lock(0, "plain"), b"o", Some(1), 0, None);
+        h.set_lease(&lock(0, "plain"), 3000, 50);
+        assert_eq!(h.session_count(), 1, "EXTEND of a plain lock binds nothing");
+        h.granted(&lock(2, "a"), b"o", Some(1), 0, Some(300));
+        h.forget_db(0);
+        assert_eq!(
+            (h.session_count(), h.session_client(&lock(2, "a"))),
+            (1, Some(1))
+        );
+        h.forget_db(-1);
+        assert!(h.is_empty() && h.next_renewal().is_none() && !h.holds_session(1));
     }
 }

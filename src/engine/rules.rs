@@ -9,7 +9,6 @@ use super::fence;
 use super::holders::Holders;
 use super::keyspace::{Clock, KeyResult, Keyspace};
 use super::queue::{AcquireArgs, LockKey, WaitQueues, Waiter, WaiterId};
-use super::sessions::Sessions;
 use super::stats::{FreedBy, LockEvent, Stats};
 use crate::error::LockError;
 
@@ -70,10 +69,9 @@ pub struct LockTable<C, K> {
     waiters: WaitQueues<C>,
     wakeups: Vec<Wakeup<C>>,
     events: Vec<(LockEvent, LockKey)>,
-    /// Whom and when the module granted each lock it knows to be held.
+    /// Whom and when the module granted each lock it knows to be held, and which of them are
+    /// SESSION locks bound to a connection.
     holders: Holders,
-    /// SESSION locks: which connection each is bound to, and when its lease is renewed.
-    sessions: Sessions,
     clock: K,
     pub stats: Stats,
 }
@@ -85,7 +83,6 @@ impl<C, K: Clock> LockTable<C, K> {
             wakeups: Vec::new(),
             events: Vec::new(),
             holders: Holders::default(),
-            sessions: Sessions::default(),
             clock,
             stats: Stats::default(),
         }
@@ -171,7 +168,7 @@ impl<C, K: Clock> LockTable<C, K> {
         }
         ks.set_ttl(name, ttl_ms)?;
         let now = self.clock.now_ms();
-        self.sessions.set_lease(lock, ttl_ms, now);
+        self.holders.set_lease(lock, ttl_ms, now);
         Ok(())
     }
 
@@ -214,7 +211,7 @@ impl<C, K: Clock> LockTable<C, K> {
             .holders
             .current(lock, owner.as_deref())
             .map(|h| (h.client_id, now.saturating_sub(h.since_ms)));
-        let session = holder.and(self.sessions.client_of(lock));
+        let session = holder.and(self.holders.session_client(lock));
         Ok(LockInfo {
             owner,
             ttl_ms,
@@ -364,7 +361,6 @@ impl<C, K: Clock> LockTable<C, K> {
     /// node) removed their keys without per-key events. Not a release: no hold time is recorded.
     pub fn forget_holds_in(&mut self, db: i32) {
         self.holders.forget_db(db);
-        self.sessions.forget_db(db);
     }
 
     /// True if the module granted this lock and has not seen it freed since.
@@ -404,16 +400,14 @@ impl<C, K: Clock> LockTable<C, K> {
     /// SESSION lock to its connection (its expiry is the lease).
     fn record_grant(&mut self, lock: &LockKey, args: &AcquireArgs) {
         let now = self.clock.now_ms();
-        self.holders.granted(lock, &args.owner, args.client_id, now);
-        if let (true, Some(client_id), Some(lease)) = (args.session, args.client_id, args.ttl_ms) {
-            self.sessions.bind(lock, client_id, lease, now);
-        }
+        let session_lease = args.ttl_ms.filter(|_| args.session);
+        self.holders
+            .granted(lock, &args.owner, args.client_id, now, session_lease);
     }
 
     /// The lock stops being held by its current owner: record how long it was held; a session
     /// binding ends with it.
     fn end_hold(&mut self, lock: &LockKey) {
-        self.sessions.unbind(lock);
         if let Some(holder) = self.holders.ended(lock) {
             self.stats
                 .hold

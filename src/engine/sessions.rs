@@ -1,30 +1,48 @@
 //! Session bindings: a lock held by SESSION belongs to its holder's connection. The server renews
 //! its lease while the connection lives and frees it the moment the connection closes.
 //!
-//! A binding is the pair (lock, connection) made when the module grants a SESSION acquire, and it
-//! ends the moment the lock stops being that grant: released, reset, deleted, overwritten, expired,
-//! handed on. `LockTable` ends it on every such path; this type only keeps the books: which
-//! connection holds which locks (for the disconnect), and when each lease is due for renewal (in
-//! deadline order, so a renewal tick costs O(due · log n), flat in the number of session locks).
+//! A binding is the lease of a holder record (`holders::Holder`): it exists exactly as long as the
+//! module's grant describes the lock, so it ends on every path that ends the grant (released,
+//! reset, deleted, overwritten, expired, handed on). This file keeps the two indexes a binding
+//! needs besides its record: which connection holds which locks (for the disconnect), and when
+//! each lease is due for renewal (in deadline order, so a renewal tick costs O(due · log n), flat
+//! in the number of session locks).
+//!
+//! Memory matters here (a binding must cost ≤ 128 B beyond a plain lock): both indexes share the
+//! holder record's key (`SharedKey`, one pointer each) instead of copying the name, and the usual
+//! case of one session lock per connection needs no allocation beyond the map entry.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 
 use super::queue::LockKey;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Binding {
-    pub client_id: u64,
-    /// The lease: every renewal sets the lock's expiry to now + lease.
+/// A lock's key, allocated once by its holder record and shared by the indexes.
+pub type SharedKey = Rc<LockKey>;
+
+/// The lease of a bound lock, kept in its holder record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// Every renewal sets the lock's expiry to now + lease.
     pub lease_ms: u64,
-    renew_at: u64,
+    /// When the next renewal is due (server ms): the lock's entry in the schedule.
+    pub renew_at: u64,
 }
 
-#[derive(Debug, Default)]
-pub struct Sessions {
-    by_lock: HashMap<LockKey, Binding>,
-    by_client: HashMap<u64, HashSet<LockKey>>,
-    /// (renew_at, lock) for every binding.
-    schedule: BTreeSet<(u64, LockKey)>,
+impl Lease {
+    pub fn starting(lease_ms: u64, now_ms: u64) -> Self {
+        Lease {
+            lease_ms,
+            renew_at: now_ms.saturating_add(renew_interval_ms(lease_ms)),
+        }
+    }
+}
+
+/// A binding as the glue sees it: whose connection, and the lease to renew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    pub client_id: u64,
+    pub lease_ms: u64,
 }
 
 /// How often a lease is renewed: at least every lease/3, so a lock keeps ≥ 2/3 of its lease left
@@ -33,47 +51,80 @@ pub fn renew_interval_ms(lease_ms: u64) -> u64 {
     (lease_ms / 3).max(1)
 }
 
-impl Sessions {
-    /// Binds `lock` to the connection `client_id`; the lock was just granted with expiry
-    /// `lease_ms`. Replaces any earlier binding of the lock.
-    pub fn bind(&mut self, lock: &LockKey, client_id: u64, lease_ms: u64, now_ms: u64) {
-        self.unbind(lock);
-        let renew_at = now_ms.saturating_add(renew_interval_ms(lease_ms));
-        self.schedule.insert((renew_at, lock.clone()));
-        self.by_client
-            .entry(client_id)
-            .or_default()
-            .insert(lock.clone());
-        let binding = Binding {
-            client_id,
-            lease_ms,
-            renew_at,
-        };
-        self.by_lock.insert(lock.clone(), binding);
-    }
+/// The session locks of one connection: almost always one. The list is boxed so that an entry
+/// of the per-connection map is two words, not four (memory per binding is a target).
+#[derive(Debug)]
+#[allow(clippy::box_collection)]
+enum Bound {
+    One(SharedKey),
+    Many(Box<Vec<SharedKey>>),
+}
 
-    /// The lock stopped being its bound holder's: forget the binding.
-    pub fn unbind(&mut self, lock: &LockKey) -> Option<Binding> {
-        let binding = self.by_lock.remove(lock)?;
-        self.schedule.remove(&(binding.renew_at, lock.clone()));
-        if let Some(locks) = self.by_client.get_mut(&binding.client_id) {
-            locks.remove(lock);
-            if locks.is_empty() {
-                self.by_client.remove(&binding.client_id);
+#[derive(Debug, Default)]
+pub struct SessionIndex {
+    /// (renew_at, lock) for every binding.
+    schedule: BTreeSet<(u64, SharedKey)>,
+    by_client: HashMap<u64, Bound>,
+}
+
+impl SessionIndex {
+    pub fn add(&mut self, lock: &SharedKey, client_id: u64, lease: Lease) {
+        self.schedule.insert((lease.renew_at, Rc::clone(lock)));
+        match self.by_client.get_mut(&client_id) {
+            None => {
+                self.by_client
+                    .insert(client_id, Bound::One(Rc::clone(lock)));
             }
-        }
-        Some(binding)
-    }
-
-    /// LOCK.EXTEND of a session lock: the new expiry is the new lease (renewed from now on).
-    pub fn set_lease(&mut self, lock: &LockKey, lease_ms: u64, now_ms: u64) {
-        if let Some(client_id) = self.client_of(lock) {
-            self.bind(lock, client_id, lease_ms, now_ms);
+            Some(Bound::One(first)) => {
+                let first = Rc::clone(first);
+                let many = Bound::Many(Box::new(vec![first, Rc::clone(lock)]));
+                self.by_client.insert(client_id, many);
+            }
+            Some(Bound::Many(locks)) => locks.push(Rc::clone(lock)),
         }
     }
 
-    pub fn client_of(&self, lock: &LockKey) -> Option<u64> {
-        self.by_lock.get(lock).map(|b| b.client_id)
+    pub fn remove(&mut self, lock: &SharedKey, client_id: u64, lease: Lease) {
+        self.schedule.remove(&(lease.renew_at, Rc::clone(lock)));
+        let Some(bound) = self.by_client.get_mut(&client_id) else {
+            return;
+        };
+        let emptied = match bound {
+            Bound::One(only) => **only == **lock,
+            Bound::Many(locks) => {
+                locks.retain(|l| **l != **lock);
+                if locks.len() == 1 {
+                    if let Some(last) = locks.pop() {
+                        *bound = Bound::One(last);
+                    }
+                }
+                matches!(bound, Bound::Many(locks) if locks.is_empty())
+            }
+        };
+        if emptied {
+            self.by_client.remove(&client_id);
+        }
+    }
+
+    /// Moves a lock's renewal from `from` to `to`.
+    pub fn reschedule(&mut self, lock: &SharedKey, from: u64, to: u64) {
+        if from != to && self.schedule.remove(&(from, Rc::clone(lock))) {
+            self.schedule.insert((to, Rc::clone(lock)));
+        }
+    }
+
+    /// The locks whose renewal is due at `now_ms`, earliest first (still scheduled: the caller
+    /// reschedules each).
+    pub fn due(&self, now_ms: u64) -> Vec<(u64, SharedKey)> {
+        self.schedule
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .cloned()
+            .collect()
+    }
+
+    pub fn next_due(&self) -> Option<u64> {
+        self.schedule.first().map(|(at, _)| *at)
     }
 
     /// True if the connection holds a session lock (checked on every disconnect: no allocation).
@@ -81,58 +132,27 @@ impl Sessions {
         self.by_client.contains_key(&client_id)
     }
 
-    /// The locks bound to a connection (that has closed), in no particular order.
+    /// The locks bound to a connection, in no particular order.
     pub fn locks_of(&self, client_id: u64) -> Vec<LockKey> {
-        self.by_client
-            .get(&client_id)
-            .map(|locks| locks.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// The bindings whose renewal is due at `now_ms`, each with its lease; each is rescheduled
-    /// for its next renewal from now.
-    pub fn take_due(&mut self, now_ms: u64) -> Vec<(LockKey, Binding)> {
-        let mut due = Vec::new();
-        while let Some((at, _)) = self.schedule.first() {
-            if *at > now_ms {
-                break;
-            }
-            let Some((_, lock)) = self.schedule.pop_first() else {
-                break;
-            };
-            if let Some(binding) = self.by_lock.get_mut(&lock) {
-                binding.renew_at = now_ms.saturating_add(renew_interval_ms(binding.lease_ms));
-                self.schedule.insert((binding.renew_at, lock.clone()));
-                due.push((lock, binding.clone()));
-            }
-        }
-        due
-    }
-
-    /// When the next renewal is due, if any lock is bound.
-    pub fn next_due(&self) -> Option<u64> {
-        self.schedule.first().map(|(at, _)| *at)
-    }
-
-    /// Forgets every binding of database `db` (-1: every database): the database was flushed.
-    pub fn forget_db(&mut self, db: i32) {
-        let gone: Vec<LockKey> = self
-            .by_lock
-            .keys()
-            .filter(|(d, _)| db == -1 || *d == db)
-            .cloned()
-            .collect();
-        for lock in gone {
-            self.unbind(&lock);
+        match self.by_client.get(&client_id) {
+            None => Vec::new(),
+            Some(Bound::One(lock)) => vec![(**lock).clone()],
+            Some(Bound::Many(locks)) => locks.iter().map(|l| (**l).clone()).collect(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.by_lock.len()
+        self.schedule.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_lock.is_empty()
+        self.schedule.is_empty()
+    }
+
+    /// Forgets everything and gives the memory back.
+    pub fn clear(&mut self) {
+        self.schedule.clear();
+        self.by_client = HashMap::new();
     }
 }
 
@@ -140,8 +160,8 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    fn lock(name: &str) -> LockKey {
-        (0, name.as_bytes().to_vec())
+    fn key(name: &str) -> SharedKey {
+        Rc::new((0, name.as_bytes().to_vec()))
     }
 
     #[test]
@@ -149,68 +169,56 @@ mod tests {
         let table = [(300, 100), (10_000, 3333), (2, 1), (1, 1), (0, 1)];
         for (lease, every) in table {
             assert_eq!(renew_interval_ms(lease), every, "lease {lease}");
+            assert_eq!(Lease::starting(lease, 50).renew_at, 50 + every);
         }
     }
 
     #[test]
-    fn renewals_come_due_in_deadline_order_and_are_rescheduled() {
-        let mut s = Sessions::default();
-        s.bind(&lock("slow"), 1, 3000, 0); // due at 1000
-        s.bind(&lock("fast"), 2, 300, 0); // due at 100
+    fn the_schedule_is_in_deadline_order() {
+        let mut s = SessionIndex::default();
+        let (slow, fast) = (key("slow"), key("fast"));
+        s.add(&slow, 1, Lease::starting(3000, 0)); // due at 1000
+        s.add(&fast, 2, Lease::starting(300, 0)); // due at 100
         assert_eq!(s.next_due(), Some(100));
-        assert!(s.take_due(99).is_empty());
-        let due: Vec<_> = s
-            .take_due(100)
-            .into_iter()
-            .map(|(l, b)| (l, b.lease_ms))
-            .collect();
-        assert_eq!(due, [(lock("fast"), 300)]);
-        assert_eq!(
-            s.next_due(),
-            Some(200),
-            "fast again, 100 ms after its renewal"
-        );
-        let due: Vec<_> = s.take_due(1000).into_iter().map(|(l, _)| l).collect();
-        assert_eq!(
-            due,
-            [lock("fast"), lock("slow")],
-            "late tick: each due binding once"
-        );
-        assert_eq!(s.next_due(), Some(1100));
+        assert!(s.due(99).is_empty());
+        assert_eq!(s.due(100), [(100, fast.clone())]);
+        s.reschedule(&fast, 100, 200);
+        assert_eq!(s.due(1000), [(200, fast.clone()), (1000, slow.clone())]);
+        s.reschedule(&key("unknown"), 5, 6);
+        assert_eq!(s.len(), 2, "rescheduling an unscheduled lock adds nothing");
     }
 
     #[test]
-    fn a_connection_knows_its_locks_until_they_are_unbound() {
-        let mut s = Sessions::default();
-        s.bind(&lock("a"), 7, 1000, 0);
-        s.bind(&lock("b"), 7, 1000, 0);
-        s.bind(&lock("c"), 8, 1000, 0);
-        assert!(s.holds_any(7) && !s.holds_any(9));
+    fn a_connection_knows_its_locks_until_they_are_removed() {
+        // (operation, client, lock) then what each connection holds afterwards
+        let mut s = SessionIndex::default();
+        let (a, b, c) = (key("a"), key("b"), key("c"));
+        let lease = Lease::starting(1000, 0);
+        s.add(&a, 7, lease);
+        s.add(&b, 7, lease);
+        s.add(&c, 8, lease);
+        assert!(s.holds_any(7) && s.holds_any(8) && !s.holds_any(9));
         let mut mine = s.locks_of(7);
         mine.sort();
-        assert_eq!(mine, [lock("a"), lock("b")]);
-        assert_eq!(s.unbind(&lock("a")).map(|b| b.client_id), Some(7));
-        assert_eq!(s.unbind(&lock("a")), None, "unbound once");
-        assert_eq!(s.locks_of(7), [lock("b")]);
-        // Handed to another connection's session: the old connection no longer has it.
-        s.bind(&lock("b"), 8, 1000, 5);
-        assert!(s.locks_of(7).is_empty() && !s.holds_any(7));
-        assert_eq!(s.client_of(&lock("b")), Some(8));
-        assert_eq!(s.len(), 2);
-    }
-
-    #[test]
-    fn extend_changes_the_lease_and_flush_forgets() {
-        let mut s = Sessions::default();
-        s.bind(&lock("a"), 1, 300, 0);
-        s.set_lease(&lock("a"), 3000, 50);
-        assert_eq!(s.next_due(), Some(1050));
-        s.set_lease(&lock("unbound"), 3000, 50);
-        assert_eq!(s.len(), 1, "EXTEND of a plain lock binds nothing");
-        s.bind(&(2, b"a".to_vec()), 1, 300, 0);
-        s.forget_db(0);
-        assert_eq!((s.len(), s.client_of(&(2, b"a".to_vec()))), (1, Some(1)));
-        s.forget_db(-1);
-        assert!(s.is_empty() && s.next_due().is_none() && s.locks_of(1).is_empty());
+        assert_eq!(mine, [(*a).clone(), (*b).clone()]);
+        s.remove(&a, 7, lease);
+        assert_eq!(s.locks_of(7), [(*b).clone()], "back to one");
+        s.remove(&a, 7, lease);
+        assert_eq!(
+            s.locks_of(7),
+            [(*b).clone()],
+            "removing twice changes nothing"
+        );
+        s.remove(&b, 7, lease);
+        assert!(!s.holds_any(7) && s.locks_of(7).is_empty());
+        s.remove(&b, 8, lease);
+        assert_eq!(
+            s.locks_of(8),
+            [(*c).clone()],
+            "another connection's lock stays"
+        );
+        assert_eq!(s.len(), 1);
+        s.clear();
+        assert!(s.is_empty() && !s.holds_any(8) && s.next_due().is_none());
     }
 }

@@ -25,17 +25,17 @@ pub enum Renewal {
 impl<C, K: Clock> LockTable<C, K> {
     /// The locks bound to a connection.
     pub fn locks_bound_to(&self, client_id: u64) -> Vec<LockKey> {
-        self.sessions.locks_of(client_id)
+        self.holders.locks_bound_to(client_id)
     }
 
     /// True if the connection holds a session lock.
     pub fn holds_session(&self, client_id: u64) -> bool {
-        self.sessions.holds_any(client_id)
+        self.holders.holds_session(client_id)
     }
 
     /// True while `lock` is the bound grant of `client_id` (checked against the key).
     fn still_bound(&self, ks: &mut impl Keyspace, lock: &LockKey, client_id: u64) -> bool {
-        if self.sessions.client_of(lock) != Some(client_id) {
+        if self.holders.session_client(lock) != Some(client_id) {
             return false;
         }
         let Ok(owner) = ks.owner(&lock.1) else {
@@ -56,8 +56,8 @@ impl<C, K: Clock> LockTable<C, K> {
         signal_expire_ms: u64,
     ) -> bool {
         if !self.still_bound(ks, lock, client_id) {
-            if self.sessions.client_of(lock) == Some(client_id) {
-                self.sessions.unbind(lock);
+            if self.holders.session_client(lock) == Some(client_id) {
+                self.holders.unbind(lock);
             }
             return false;
         }
@@ -74,12 +74,12 @@ impl<C, K: Clock> LockTable<C, K> {
     /// The bindings whose lease is due for renewal now (each is rescheduled).
     pub fn sessions_due(&mut self) -> Vec<(LockKey, Binding)> {
         let now = self.clock.now_ms();
-        self.sessions.take_due(now)
+        self.holders.take_due_renewals(now)
     }
 
     /// When the next lease renewal is due (server ms), if any lock is bound.
     pub fn next_session_renewal(&self) -> Option<u64> {
-        self.sessions.next_due()
+        self.holders.next_renewal()
     }
 
     /// Pushes a bound lock's expiry to now + lease.
@@ -90,8 +90,8 @@ impl<C, K: Clock> LockTable<C, K> {
         binding: &Binding,
     ) -> Renewal {
         if !self.still_bound(ks, lock, binding.client_id) {
-            if self.sessions.client_of(lock) == Some(binding.client_id) {
-                self.sessions.unbind(lock);
+            if self.holders.session_client(lock) == Some(binding.client_id) {
+                self.holders.unbind(lock);
             }
             return Renewal::Unbound;
         }
@@ -107,11 +107,11 @@ impl<C, K: Clock> LockTable<C, K> {
     /// Forgets every binding without writing: this node stopped being a primary (its locks are
     /// now the new primary's, where they lapse at the end of their lease).
     pub fn drop_sessions(&mut self) {
-        self.sessions.forget_db(-1);
+        self.holders.unbind_all();
     }
 
     /// Number of SESSION locks bound to a connection.
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.holders.session_count()
     }
 }
