@@ -1,19 +1,23 @@
 //! The keyspace layout shared with python-redis-lock, and owner ids in its format.
 
+pub const LOCK_PREFIX: &[u8] = b"lock:";
+pub const SIGNAL_PREFIX: &[u8] = b"lock-signal:";
+pub const FENCE_PREFIX: &[u8] = b"lock-fence:";
+
 /// `lock:<name>`: a string holding the owner's id.
 pub fn lock_key(name: &[u8]) -> Vec<u8> {
-    [b"lock:".as_slice(), name].concat()
+    [LOCK_PREFIX, name].concat()
 }
 
 /// `lock-signal:<name>`: a list with one `"1"` after a release, so python BLPOP waiters wake.
 pub fn signal_key(name: &[u8]) -> Vec<u8> {
-    [b"lock-signal:".as_slice(), name].concat()
+    [SIGNAL_PREFIX, name].concat()
 }
 
 /// `lock-fence:<name>`: a string holding the last fencing token issued for the lock (decimal).
 /// Only FENCE grants write it; it has no expiry and nothing in the module deletes it.
 pub fn fence_key(name: &[u8]) -> Vec<u8> {
-    [b"lock-fence:".as_slice(), name].concat()
+    [FENCE_PREFIX, name].concat()
 }
 
 /// A key as it can appear in an error reply: printable ASCII kept, every other byte as `\xNN`,

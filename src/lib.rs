@@ -2,11 +2,13 @@
 //!
 //! This file only registers things with the server. Where the rest lives:
 //! - `request`: argument parsing into typed requests (pure);
+//! - `access`: which keys each command touches, read or write, for ACL checks (pure);
 //! - `engine`: the lock rules, wait queues, and the keyspace/clock traits (pure);
 //! - `server`: the FFI glue (command handlers, blocked clients, timers, notifications);
 //! - `command_docs`: what COMMAND DOCS shows, and the ACL categories (pure table);
 //! - `config`, `keys`, `error`: configuration, key layout, error replies.
 
+pub mod access;
 pub mod command_docs;
 pub mod config;
 pub mod engine;

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from harness import RawConnection, acquire_bg, error_code, wait_until, wait_waiters
-from topology import running_cluster
+from topology import running_cluster, stopped
 
 
 def _has_migrateslots(node):
@@ -31,15 +31,8 @@ def cl():
         yield cluster
 
 
-def migrate_slot(cl, slot, src, dst, timeout=30):
-    """CLUSTER MIGRATESLOTS of one slot from node src to node dst; waits until every node sees
-    dst as its owner."""
-    c = cl.clients[src]
-    assert c.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", slot, slot,
-                             "NODE", cl.node_id(dst)) == b"OK"
-    wait_until(lambda: cl.owner_of_slot(slot) == dst, timeout=timeout,
-               message=f"slot {slot} owned by node {dst}")
-    wait_until(cl._slots_agree, timeout=timeout, message="all nodes agree on the slot map")
+def migrate_slot(cl, slot, src, dst):
+    cl.migrate_slot_atomically(slot, src, dst)
 
 
 def test_migrateslots_is_accepted_and_moves_a_held_lock_with_its_fence_key(cl):
@@ -47,12 +40,9 @@ def test_migrateslots_is_accepted_and_moves_a_held_lock_with_its_fence_key(cl):
     is accepted; lock:<name> (with its deadline) and lock-fence:<name> arrive on the target, the
     source keeps nothing of the slot, and the lock works on the target (the holder releases
     it, a newcomer gets it)."""
-    cl.flushall()
     name = "{asm1}:x"
-    slot = cl.keyslot(name)
+    slot, a, b = cl.fresh_move(name)
     assert cl.keyslot(f"lock:{name}") == cl.keyslot(f"lock-fence:{name}") == slot
-    a = cl.owner_of_slot(slot)
-    b = (a + 1) % 3
     ca, cb = cl.clients[a], cl.clients[b]
     assert ca.execute_command("LOCK.ACQUIRE", name, "ID", "h", "PX", "60000") == b"h"
     deadline = ca.execute_command("PEXPIRETIME", f"lock:{name}")
@@ -78,11 +68,8 @@ def test_waiters_get_tryagain_when_the_slot_leaves_and_queue_on_the_target(cl):
     reply, TRYAGAIN, soon after the move (not at its timeout); retried through a cluster client
     it queues on the target and is granted when the holder releases there. The source never
     grants and writes nothing of the slot."""
-    cl.flushall()
     name = "{asm2}:x"
-    slot = cl.keyslot(name)
-    a = cl.owner_of_slot(slot)
-    b = (a + 1) % 3
+    slot, a, b = cl.fresh_move(name)
     ca, cb = cl.clients[a], cl.clients[b]
     assert ca.execute_command("LOCK.ACQUIRE", name, "ID", "h") == b"h"
     w = acquire_bg(cl.nodes[a], name, "ID", "w", "TIMEOUT", "20")
@@ -107,3 +94,38 @@ def test_waiters_get_tryagain_when_the_slot_leaves_and_queue_on_the_target(cl):
     w2.assert_clean()
     assert cb.get(f"lock:{name}") == b"w"
     assert ca.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+
+
+def test_a_cancelled_migration_leaves_the_lock_and_its_waiters_on_the_source(cl):
+    """MIGRATESLOTS to a target that does not answer (SIGSTOPped), then CANCELSLOTMIGRATIONS:
+    the slot stays on the source with its lock, holder and queued waiter; the target keeps no
+    key of the slot (a dropped import is not a foreign free there: no signal written); the
+    waiter is granted on the source when the holder releases, with a larger fence token."""
+    name = "{asm3}:x"
+    slot, a, b = cl.fresh_move(name)
+    ca, cb = cl.clients[a], cl.clients[b]
+    first = ca.execute_command("LOCK.ACQUIRE", name, "ID", "h", "PX", "60000", "FENCE")
+    assert first[0] == b"h"
+    w = acquire_bg(cl.nodes[a], name, "ID", "w", "TIMEOUT", "30", "FENCE")
+    wait_waiters(ca, name, 1)
+    target_id = cl.node_id(b)
+    with stopped(cl.nodes[b]):
+        assert ca.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", slot, slot,
+                                  "NODE", target_id) == b"OK"
+        assert ca.execute_command("CLUSTER", "CANCELSLOTMIGRATIONS") == b"OK"
+    jobs = [dict(zip(j[::2], j[1::2])) for j in ca.execute_command("CLUSTER", "GETSLOTMIGRATIONS")]
+    mine = [j[b"state"] for j in jobs
+            if j[b"operation"] == b"EXPORT" and j[b"slot_ranges"] == f"{slot}-{slot}".encode()]
+    assert mine == [b"cancelled"], jobs
+    wait_until(cl._slots_agree, timeout=30, message="all nodes agree on the slot map")
+    assert cl.owner_of_slot(slot) == a
+    wait_until(lambda: cb.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0, timeout=30,
+               message="the target dropped what it imported")
+    assert ca.get(f"lock:{name}") == b"h"
+    assert w.is_running(), f"the waiter was answered {w.reply!r} {w.error!r}"
+    wait_waiters(ca, name, 1)
+    assert cl.cluster_client().execute_command("LOCK.RELEASE", name, "h") == b"OK"
+    granted = w.result(10)
+    assert granted[0] == b"w" and granted[1] > first[1], (first, granted)
+    w.assert_clean()
+    assert cb.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0

@@ -12,7 +12,9 @@ Built on harness.RedisServer; nothing here changes how a single test server work
     Cluster(n=3).start()             n primaries on loopback, created by redis-cli --cluster create
         .nodes / .clients / .client_for_key(key) / .node_for_slot(slot) / .cluster_client()
         .begin_migration(slot, src, dst) / .migrate_keys(slot, src, dst) / .end_migration(slot, dst)
-        .flushall() / .stop()
+        .migrate_slot_atomically(slot, src, dst)  (Valkey 9 CLUSTER MIGRATESLOTS)
+        .reshard_one_slot(src, dst)  (redis-cli --cluster reshard of src's lowest slot)
+        .flushall() / .fresh_move(name) / .stop()
 """
 
 from __future__ import annotations
@@ -256,6 +258,14 @@ class Cluster:
         for c in self.clients:
             c.flushall()
 
+    def fresh_move(self, name):
+        """Empties every node; (slot, src, dst): `name`'s slot, the node serving it and the
+        next node, for a test that moves the slot from src to dst."""
+        self.flushall()
+        slot = self.keyslot(name)
+        src = self.owner_of_slot(slot)
+        return slot, src, (src + 1) % len(self.nodes)
+
     # -- moving a slot by hand, as redis-cli --cluster reshard does ----------------------
 
     def begin_migration(self, slot, src, dst):
@@ -281,6 +291,35 @@ class Cluster:
         for i in order:
             self.clients[i].execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
         wait_until(self._slots_agree, timeout=30, message="all nodes agree on the slot map")
+
+    def migrate_slot_atomically(self, slot, src, dst, timeout=30):
+        """Valkey 9's `CLUSTER MIGRATESLOTS` of one slot from node src to node dst; waits until
+        every node sees dst as its owner."""
+        c = self.clients[src]
+        assert c.execute_command("CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", slot, slot,
+                                 "NODE", self.node_id(dst)) == b"OK"
+        wait_until(lambda: self.owner_of_slot(slot) == dst, timeout=timeout,
+                   message=f"slot {slot} owned by node {dst}")
+        wait_until(self._slots_agree, timeout=timeout, message="all nodes agree on the slot map")
+
+    def reshard_one_slot(self, src, dst, timeout=60):
+        """`redis-cli --cluster reshard` of one slot from node src to node dst, as an operator
+        runs it (SETSLOT IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT NODE). redis-cli moves
+        the source's lowest slot; that slot is returned."""
+        slot = min(s for s, _, port in self._slot_map(self.clients[src])
+                   if port == self.nodes[src].port)
+        cli = shutil.which(REDIS_CLI) or REDIS_CLI
+        res = subprocess.run([cli, "--cluster", "reshard", f"127.0.0.1:{self.nodes[src].port}",
+                              "--cluster-from", self.node_id(src), "--cluster-to", self.node_id(dst),
+                              "--cluster-slots", "1", "--cluster-yes"],
+                             capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL)
+        if res.returncode != 0:
+            pytest.fail(f"redis-cli --cluster reshard failed:\n{res.stdout[-3000:]}\n{res.stderr}")
+        wait_until(lambda: self.owner_of_slot(slot) == dst, timeout=timeout,
+                   message=f"slot {slot} owned by node {dst}")
+        wait_until(self._slots_agree, timeout=timeout, message="all nodes agree on the slot map")
+        return slot
 
     def stabilize(self):
         """Cancel any slot migration left half-done (SETSLOT STABLE where a node still shows a

@@ -98,6 +98,7 @@ pub struct Results {
     pub handoff: Vec<HandoffRun>,
     pub session: Option<crate::session::SessionResults>,
     pub tax: Vec<crate::tax::TaxRun>,
+    pub acl: Vec<crate::acl::AclRun>,
     pub anomalies: Vec<String>,
 }
 

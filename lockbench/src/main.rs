@@ -4,6 +4,7 @@
 //! python-redis-lock 4.0.1's exact wire protocol, a SET NX/DEL floor) and writes a markdown table
 //! and an SVG chart. See `lockbench --help`.
 
+mod acl;
 mod bench;
 mod proto;
 mod report;
@@ -35,7 +36,7 @@ OPTIONS
   --quick                 small counts and short runs (whole run < 60 s); for CI smoke
   --duration SECS         length of each measured run (default 2, quick 0.5)
   --rounds N              rounds per scenario; protocols alternate within a round (default 5, quick 1)
-  --scenarios LIST        comma list of: tax, uncontended, contended, expiry, queue, cpu, session,
+  --scenarios LIST        comma list of: tax, acl, uncontended, contended, expiry, queue, cpu, session,
                           all (default all)
   --clients LIST          uncontended client counts (default 1,16,256)
   --contended-clients N   clients on the one lock (default 16)
@@ -128,6 +129,7 @@ fn parse_args() -> Result<Args, String> {
     for s in &a.scenarios {
         if ![
             "tax",
+            "acl",
             "uncontended",
             "contended",
             "expiry",
@@ -383,8 +385,12 @@ fn describe_module(r: &resp::Reply) -> Option<String> {
 }
 
 async fn run_scenarios(b: &mut Bench) -> Result<(), String> {
-    let steps: [(&str, &str); 6] = [
+    let steps: [(&str, &str); 7] = [
         ("tax", "module tax (plain SET/INCR, module loaded vs not)"),
+        (
+            "acl",
+            "ACL check (uncontended pair, default user vs restricted user)",
+        ),
         ("uncontended", "uncontended (C clients, each its own lock)"),
         ("contended", "contended (clients on one lock)"),
         ("expiry", "expiry hand-off"),
@@ -403,6 +409,7 @@ async fn run_scenarios(b: &mut Bench) -> Result<(), String> {
             "expiry" => b.expiry().await?,
             "session" => b.sessions().await?,
             "tax" => b.module_tax().await?,
+            "acl" => b.acl_cost().await?,
             _ => b.queue_scale().await?,
         }
         eprintln!("lockbench: {title} took {:.1} s", t.elapsed().as_secs_f64());

@@ -168,6 +168,20 @@ pub fn targets(res: &Results) -> Vec<Target> {
             });
         }
     }
+    for cmd in ["lock.acquire", "lock.release", crate::acl::CPU_PER_PAIR] {
+        if let Some((r, default_us, restricted_us)) = crate::acl::summary(&res.acl, cmd) {
+            let what = if cmd == crate::acl::CPU_PER_PAIR {
+                "server main-thread CPU per uncontended pair".to_string()
+            } else {
+                format!("{} server time", cmd.to_uppercase())
+            };
+            t.push(Target {
+                what: format!("{what}, restricted ACL user vs default user"),
+                measured: format!("{r:.3}× ({restricted_us:.3} vs {default_us:.3} µs/call)"),
+                met: None,
+            });
+        }
+    }
     // contended hand-offs/s at 16 clients
     for (hold, runs) in &res.contended {
         if let (Some(n), Some(p)) = (agg(runs, Proto::Native), agg(runs, Proto::Prl)) {

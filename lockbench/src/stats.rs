@@ -32,6 +32,25 @@ pub fn summarize(mut v: Vec<u64>) -> Pcts {
 }
 
 /// Median of values (mean of the two middle ones for an even count). Empty gives NaN.
+/// Over paired measurements (a, b) of one quantity: (median of a/b, median of a, median of b).
+pub fn paired_summary(pairs: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let ratios: Vec<f64> = pairs.iter().map(|(a, b)| a / b).collect();
+    let a: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    let b: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+    Some((median(&ratios), median(&a), median(&b)))
+}
+
+/// usec_per_call of `cmd` from INFO commandstats.
+pub async fn usec_per_call(ctl: &mut crate::resp::Conn, cmd: &str) -> Result<f64, String> {
+    let stats = crate::server::info(ctl, "commandstats").await?;
+    crate::server::cmdstat(&stats, cmd)
+        .map(|(_, _, per)| per)
+        .ok_or_else(|| format!("no commandstats for {cmd}"))
+}
+
 pub fn median(v: &[f64]) -> f64 {
     let mut s: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
     if s.is_empty() {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::bench::{connect_many, Bench};
 use crate::resp::Conn;
-use crate::server::{self, Server};
+use crate::server::Server;
 use crate::stats;
 
 /// Connections and pipeline depth of the load (like `redis-benchmark -c 4 -P 32`).
@@ -23,26 +23,14 @@ pub struct TaxRun {
     pub without_module: f64,
 }
 
-impl TaxRun {
-    pub fn ratio(&self) -> f64 {
-        self.with_module / self.without_module
-    }
-}
-
 /// Median ratio and the medians of both sides, per command.
 pub fn summary(runs: &[TaxRun], cmd: &str) -> Option<(f64, f64, f64)> {
-    let of: Vec<&TaxRun> = runs.iter().filter(|r| r.cmd == cmd).collect();
-    if of.is_empty() {
-        return None;
-    }
-    let ratios: Vec<f64> = of.iter().map(|r| r.ratio()).collect();
-    let with: Vec<f64> = of.iter().map(|r| r.with_module).collect();
-    let without: Vec<f64> = of.iter().map(|r| r.without_module).collect();
-    Some((
-        stats::median(&ratios),
-        stats::median(&with),
-        stats::median(&without),
-    ))
+    let pairs: Vec<(f64, f64)> = runs
+        .iter()
+        .filter(|r| r.cmd == cmd)
+        .map(|r| (r.with_module, r.without_module))
+        .collect();
+    stats::paired_summary(&pairs)
 }
 
 async fn load(conns: &mut [Conn], cmd: &str, duration: Duration) -> Result<(), String> {
@@ -79,13 +67,6 @@ async fn load(conns: &mut [Conn], cmd: &str, duration: Duration) -> Result<(), S
     Ok(())
 }
 
-async fn usec_per_call(ctl: &mut Conn, cmd: &str) -> Result<f64, String> {
-    let stats = server::info(ctl, "commandstats").await?;
-    server::cmdstat(&stats, cmd)
-        .map(|(_, _, per)| per)
-        .ok_or_else(|| format!("no commandstats for {cmd}"))
-}
-
 /// One measured run of `cmd` on one server: reset stats, load, read usec_per_call.
 async fn measure(
     ctl: &mut Conn,
@@ -97,7 +78,7 @@ async fn measure(
     load(conns, cmd, warmup).await?;
     ctl.cmd_ok(&[b"CONFIG", b"RESETSTAT"]).await?;
     load(conns, cmd, duration).await?;
-    usec_per_call(ctl, cmd).await
+    stats::usec_per_call(ctl, cmd).await
 }
 
 impl Bench {

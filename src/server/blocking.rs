@@ -102,6 +102,7 @@ pub fn block(ctx: &Context, lock: LockKey, request: AcquireArgs) -> Result<(), L
         }
     };
     remember(handle, id);
+    super::cluster::watch_cluster_health(ctx);
     if let Some(ms) = timeout_ms {
         let timer = ctx.create_timer(Duration::from_millis(ms), on_wait_deadline, id.0);
         let _ = with_table(|t| {

@@ -17,9 +17,10 @@
 //! there). Grants, hand-offs and deadline writes go through RM_Call, whose cluster check refuses
 //! a key of a slot this node does not serve, so a source never writes a lock it gave away.
 
+use std::cell::Cell;
 use std::time::Duration;
 
-use redis_module::{raw, CallOptionsBuilder, CallResult, Context, Status};
+use redis_module::{raw, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, Status};
 
 use super::blocking::deliver;
 use super::effects::apply;
@@ -92,6 +93,79 @@ fn fail_all_waiters(ctx: &Context, _: ()) {
     })
     .unwrap_or_default();
     deliver(ctx, wakeups);
+}
+
+/// The reply for waiters of a node whose cluster is down, as the server's own `CLUSTERDOWN`.
+pub const CLUSTER_DOWN: &str = "CLUSTERDOWN The cluster is down";
+
+/// How often the cluster state is looked at while this node has module waiters: the server's
+/// own check of its blocked clients (`clientsCron`) visits each client about once a second.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+thread_local! {
+    static HEALTH_WATCH_ARMED: Cell<bool> = const { Cell::new(false) };
+    static CLUSTER_MODE: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Called when a client starts waiting: in cluster mode, makes sure the health watch runs.
+///
+/// At cluster down (`CLUSTER_FAIL`) Redis answers blocked clients `CLUSTERDOWN` itself, but
+/// Valkey 9.1 only does it for clients blocked on keys (its `clusterRedirectBlockedClientIfNeeded`
+/// skips a module-blocked client that is not blocked on keys, which is what RM_BlockClient
+/// makes), and no module event or context flag tells of the cluster state. So while waiters
+/// exist, a timer asks `CLUSTER INFO` every HEALTH_CHECK_EVERY and answers every waiter
+/// `CLUSTERDOWN` when the state is `fail`. Without waiters the timer stops: no cost at rest.
+pub fn watch_cluster_health(ctx: &Context) {
+    if HEALTH_WATCH_ARMED.with(Cell::get) || !cluster_mode(ctx) {
+        return;
+    }
+    HEALTH_WATCH_ARMED.with(|a| a.set(true));
+    ctx.create_timer(HEALTH_CHECK_EVERY, on_health_check, ());
+}
+
+/// `cluster-enabled` cannot change while the server runs: asked once.
+fn cluster_mode(ctx: &Context) -> bool {
+    CLUSTER_MODE.with(|mode| {
+        *mode
+            .get()
+            .get_or_insert_with(|| ctx.get_flags().contains(ContextFlags::CLUSTER))
+    })
+}
+
+fn on_health_check(ctx: &Context, _: ()) {
+    let waiting = with_table(|t| t.waiters().total()).unwrap_or(0);
+    if waiting == 0 || write_permission(ctx) == WritePermission::Never {
+        HEALTH_WATCH_ARMED.with(|a| a.set(false));
+        return;
+    }
+    if cluster_state_is_fail(&cluster_info(ctx)) {
+        let wakeups = with_table(|t| {
+            t.fail_all(CLUSTER_DOWN);
+            t.take_wakeups()
+        })
+        .unwrap_or_default();
+        deliver(ctx, wakeups);
+    }
+    ctx.create_timer(HEALTH_CHECK_EVERY, on_health_check, ());
+}
+
+/// The text of `CLUSTER INFO`, or empty if the server did not give one.
+fn cluster_info(ctx: &Context) -> Vec<u8> {
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let reply: CallResult<'static> = ctx.call_ext("CLUSTER", &options, &[b"INFO".as_slice()]);
+    match reply {
+        Ok(CallReply::String(text)) => text.as_bytes().to_vec(),
+        Ok(CallReply::VerbatimString(text)) => text.to_parts().map(|(_, t)| t).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// True when `CLUSTER INFO` reports `cluster_state:fail`. Anything else (ok, an unreadable
+/// reply) is not a reason to answer waiters.
+fn cluster_state_is_fail(info: &[u8]) -> bool {
+    info.split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .any(|line| line == b"cluster_state:fail")
 }
 
 /// `VALKEYMODULE_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION` from Valkey 9's `src/valkeymodule.h`
@@ -200,5 +274,28 @@ mod tests {
         assert_eq!(refusal.reply_text(), SLOT_MOVING);
         let other = routing_error("CLUSTERDOWN The cluster is down");
         assert_eq!(other.reply_text(), "CLUSTERDOWN The cluster is down");
+    }
+
+    #[test]
+    fn only_a_failed_cluster_state_counts_as_down() {
+        let table: [(&[u8], bool); 6] = [
+            (
+                b"cluster_enabled:1\r\ncluster_state:fail\r\ncluster_slots_ok:10\r\n",
+                true,
+            ),
+            (b"cluster_state:fail", true),
+            (b"cluster_state:ok\r\ncluster_slots_pfail:0\r\n", false),
+            (b"cluster_state:failing\r\n", false),
+            (b"my_cluster_state:fail\r\n", false),
+            (b"", false),
+        ];
+        for (info, down) in table {
+            assert_eq!(
+                cluster_state_is_fail(info),
+                down,
+                "{:?}",
+                String::from_utf8_lossy(info)
+            );
+        }
     }
 }

@@ -112,7 +112,11 @@ fn set_info(command: *mut raw::RedisModuleCommand, doc: &CommandDoc) -> bool {
                 }
                 KeyAccess::ReadOnly => KeySpecFlags::READ_ONLY | KeySpecFlags::ACCESS,
             };
-            // The name is argument 1; exactly one key.
+            // The name is argument 1; exactly one "key", declared NOT_KEY: the server still
+            // routes by it (cluster redirection uses the legacy first/last/step range, which
+            // is this spec) but checks no ACL key pattern on it, since the command never
+            // touches a key of that name. `server::acl` checks the keys it does touch.
+            let flags = flags | KeySpecFlags::NOT_KEY;
             get_redis_key_spec(vec![KeySpec::new(
                 None,
                 flags,

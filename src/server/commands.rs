@@ -10,13 +10,15 @@ use redis_module::{
 
 use redis_module::redisvalue::RedisValueKey;
 
+use super::acl::{self, Caller};
 use super::blocking::block;
 use super::cluster::check_slot_not_moving;
 use super::deadlines;
 use super::effects::apply;
 use super::keyspace::RedisKeyspace;
 use super::state::{caller_client_id, selected_db, with_table, Table};
-use crate::config::{session_lease_ms, signal_expire_ms};
+use crate::access::{info_optional_read, keys_used, LockCommand};
+use crate::config::{session_lease_ms, signal_enabled, signal_expire_ms};
 use crate::engine::{AcquireArgs, AcquireOutcome, LockKey};
 use crate::error::LockError;
 use crate::keys::{has_hash_tag, name_of_lock_key, new_owner_id};
@@ -48,6 +50,12 @@ fn lock_of(ctx: &Context, name: Vec<u8>) -> Result<LockKey, LockError> {
         check_slot_not_moving(ctx, &name)?;
     }
     Ok((selected_db(ctx), name))
+}
+
+/// The caller's ACL user may touch the keys `command` on `name` touches (see `access`), or
+/// `NOPERM` before anything is read or written.
+fn permit(ctx: &Context, command: LockCommand, name: &[u8]) -> Result<Caller, LockError> {
+    acl::check(ctx, name, keys_used(command, signal_enabled()))
 }
 
 /// Runs a rules operation and carries out its decisions (see `effects::apply`).
@@ -87,6 +95,7 @@ fn may_block(ctx: &Context) -> bool {
 pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     primary_only(ctx)?;
     let req = request::parse_acquire(&arg_bytes(&args))?;
+    permit(ctx, LockCommand::Acquire { fence: req.fence }, &req.name)?;
     let lock = lock_of(ctx, req.name)?;
     let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
     let client_id = caller_client_id(ctx);
@@ -141,6 +150,7 @@ pub fn grant_reply(owner: Vec<u8>, fence: Option<i64>) -> RedisValue {
 pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     primary_only(ctx)?;
     let req = request::parse_release(&arg_bytes(&args))?;
+    permit(ctx, LockCommand::Release, &req.name)?;
     let lock = lock_of(ctx, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
     run(ctx, &lock, |t, ks| {
@@ -152,6 +162,7 @@ pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 pub fn extend(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     primary_only(ctx)?;
     let req = request::parse_extend(&arg_bytes(&args))?;
+    permit(ctx, LockCommand::Extend, &req.name)?;
     let lock = lock_of(ctx, req.name)?;
     run(ctx, &lock, |t, ks| t.extend(ks, &lock, &req.id, req.ttl_ms))?;
     Ok(RedisValue::SimpleStringStatic("OK"))
@@ -159,6 +170,7 @@ pub fn extend(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 pub fn owner(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let name = request::parse_name_only(&arg_bytes(&args))?;
+    permit(ctx, LockCommand::Read, &name)?;
     let lock = lock_of(ctx, name)?;
     let info = run(ctx, &lock, |t, ks| t.info(ks, &lock))?;
     Ok(info
@@ -169,6 +181,7 @@ pub fn owner(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 pub fn reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     primary_only(ctx)?;
     let req = request::parse_reset(&arg_bytes(&args))?;
+    permit(ctx, LockCommand::Reset, &req.name)?;
     let lock = lock_of(ctx, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
     let was_held = run(ctx, &lock, |t, ks| t.reset(ks, &lock, signal_expire))?;
@@ -178,15 +191,48 @@ pub fn reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// Resets every `lock:*` string key of the current database. It walks the keyspace with SCAN
 /// inside the command rather than building a KEYS list; a name is reset at most once, even when
 /// a hand-off re-creates its key and a later SCAN step returns it again.
+///
+/// ACL: all or nothing. A restricted caller first gets a checking pass over the same SCAN (the
+/// keyspace cannot change in between: one command); if any lock it would free is refused,
+/// NOPERM names it and nothing is reset (python's reset_all would stop half-way instead).
+/// A root caller (no ACL user) skips that pass. (`RM_ACLCheckKeyPrefixPermissions` could say
+/// "may write every lock: key" at once on Redis 8+/Valkey 9, but Valkey 9.1.2 answered OK for
+/// `~*x %R~*` on read+write of every key, so it is not trusted here.)
 pub fn reset_all(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     primary_only(ctx)?;
     request::parse_no_args(&arg_bytes(&args))?;
+    let caller = acl::caller(ctx)?;
+    let signal = signal_enabled();
+    if !caller.is_root() {
+        let uses = keys_used(LockCommand::Reset, signal);
+        scan_lock_names(ctx, |name| caller.check(ctx, &name, uses))?;
+    }
     let db = selected_db(ctx);
     let signal_expire = signal_expire_ms();
-    let scan = CallOptionsBuilder::new().errors_as_replies().build();
     let mut done: HashSet<Vec<u8>> = HashSet::new();
-    let mut cursor = b"0".to_vec();
     let mut count = 0i64;
+    scan_lock_names(ctx, |name| {
+        if !done.insert(name.clone()) {
+            return Ok(());
+        }
+        let lock = (db, name);
+        if run(ctx, &lock, |t, ks| {
+            t.reset_for_resetall(ks, &lock, signal_expire)
+        })? {
+            count += 1;
+        }
+        Ok(())
+    })?;
+    Ok(RedisValue::Integer(count))
+}
+
+/// Calls `each` with the name of every `lock:*` string key of the current database, by SCAN.
+fn scan_lock_names(
+    ctx: &Context,
+    mut each: impl FnMut(Vec<u8>) -> Result<(), LockError>,
+) -> Result<(), LockError> {
+    let scan = CallOptionsBuilder::new().errors_as_replies().build();
+    let mut cursor = b"0".to_vec();
     loop {
         let reply: CallResult<'static> = ctx.call_ext(
             "SCAN",
@@ -203,22 +249,13 @@ pub fn reset_all(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         );
         let (next, names) = parse_scan_reply(reply)?;
         for name in names {
-            if !done.insert(name.clone()) {
-                continue;
-            }
-            let lock = (db, name);
-            if run(ctx, &lock, |t, ks| {
-                t.reset_for_resetall(ks, &lock, signal_expire)
-            })? {
-                count += 1;
-            }
+            each(name)?;
         }
         if next == b"0" {
-            break;
+            return Ok(());
         }
         cursor = next;
     }
-    Ok(RedisValue::Integer(count))
 }
 
 /// `[cursor, [key, …]]` → the next cursor and the lock names among the keys.
@@ -251,6 +288,10 @@ fn parse_scan_reply(reply: CallResult<'static>) -> Result<(Vec<u8>, Vec<Vec<u8>>
 /// RESP3, a flat array in RESP2.
 pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let name = request::parse_name_only(&arg_bytes(&args))?;
+    let caller = permit(ctx, LockCommand::Read, &name)?;
+    // `fence` reads lock-fence:<name>: shown only to a caller that may read it, and left out
+    // (not null, which would mean "never issued") for one that may not.
+    let show_fence = caller.may_read(ctx, &name, &info_optional_read());
     let lock = lock_of(ctx, name)?;
     let info = run(ctx, &lock, |t, ks| t.info(ks, &lock))?;
     let mut map = BTreeMap::new();
@@ -279,10 +320,12 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         RedisValueKey::String("held-ms".into()),
         held_ms.unwrap_or(RedisValue::Null),
     );
-    map.insert(
-        RedisValueKey::String("fence".into()),
-        info.fence.map_or(RedisValue::Null, RedisValue::Integer),
-    );
+    if show_fence {
+        map.insert(
+            RedisValueKey::String("fence".into()),
+            info.fence.map_or(RedisValue::Null, RedisValue::Integer),
+        );
+    }
     map.insert(
         RedisValueKey::String("session".into()),
         info.session.map_or(RedisValue::Null, as_integer),
@@ -302,6 +345,7 @@ fn millis_or_minus_one(ms: Option<u64>) -> RedisValue {
 /// (RESP2) of `client-id`, `waited-ms`, `timeout-ms`, `ttl-ms`, `fence`, `session`.
 pub fn waiters(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let (name, count) = request::parse_waiters(&arg_bytes(&args))?;
+    permit(ctx, LockCommand::Read, &name)?;
     let lock = lock_of(ctx, name)?;
     let listed = with_table(|t| t.waiters_of(&lock, count))?;
     let entries = listed

@@ -1,6 +1,7 @@
 //! The FFI glue: everything that talks to the server's module API.
 //!
-//! - `commands`: the LOCK.* handlers: parse, run the rules, reply.
+//! - `commands`: the LOCK.* handlers: parse, check ACL, run the rules, reply.
+//! - `acl`: ACL key permissions on the keys a command really touches (the name is NOT_KEY).
 //! - `keyspace`: the rules' `Keyspace` on the real server (reads by key handle, writes by
 //!   replicated `RM_Call` so replicas, AOF, cluster checks and notifications see them).
 //! - `cluster`: slot checks and what to answer while a lock's slot moves.
@@ -13,6 +14,7 @@
 //! - `sessions`: SESSION locks: closed connections and the lease renewal timer.
 //! - `state`: the one `LockTable` of the server, touched only on the main thread.
 
+pub mod acl;
 pub mod blocking;
 pub mod cluster;
 pub mod command_info;

@@ -5,11 +5,12 @@
 //! that connection's (released, reset, deleted, overwritten, expired, handed on) and the binding
 //! is dropped without writing: a connection that dies later must never free a new holder's lock.
 
-use super::super::keyspace::{Clock, Keyspace};
+use super::super::keyspace::{Clock, Keyspace, KeyspaceError};
 use super::super::queue::LockKey;
 use super::super::sessions::Binding;
 use super::super::stats::FreedBy;
 use super::LockTable;
+use crate::error::is_routing_refusal;
 
 /// What a renewal found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +21,10 @@ pub enum Renewal {
     Unbound,
     /// The write was refused; the binding stays and is tried again at the next renewal.
     Refused,
+    /// The server refused the write because this node no longer serves the lock's slot (it
+    /// moved to another node): the binding ended. The key is the new owner's node's now, where
+    /// it lapses at the end of its lease; this node must not write it again.
+    SlotLeft,
 }
 
 impl<C, K: Clock> LockTable<C, K> {
@@ -99,6 +104,10 @@ impl<C, K: Clock> LockTable<C, K> {
             Ok(()) => {
                 self.stats.session_renewals += 1;
                 Renewal::Renewed
+            }
+            Err(KeyspaceError::Refused(msg)) if is_routing_refusal(&msg) => {
+                self.end_hold(lock);
+                Renewal::SlotLeft
             }
             Err(_) => Renewal::Refused,
         }

@@ -174,3 +174,45 @@ fn leases_are_renewed_every_third_of_the_lease() {
         (0, None)
     );
 }
+
+#[test]
+fn a_renewal_refused_because_the_slot_left_ends_the_binding_and_writes_nothing() {
+    // (refusal, outcome, binding kept): only a routing refusal means the key is no longer ours
+    let table = [
+        (
+            "ERR Attempted to access a non local key in a cluster node",
+            Renewal::SlotLeft,
+            false,
+        ),
+        ("MOVED 3999 127.0.0.1:7001", Renewal::SlotLeft, false),
+        ("TRYAGAIN slot moving", Renewal::SlotLeft, false),
+        ("OOM command not allowed", Renewal::Refused, true),
+    ];
+    for (refusal, outcome, kept) in table {
+        let mut s = Scenario::new();
+        s.acquire_session("a", "x");
+        s.clock.advance(LEASE / 3);
+        let due = s.table.sessions_due();
+        assert_eq!(due.len(), 1, "{refusal}");
+        s.ks.refuse_writes = Some(refusal.to_string());
+        let writes = s.ks.log.len();
+        let (l, binding) = &due[0];
+        assert_eq!(
+            s.table.renew_session(&mut s.ks, l, binding),
+            outcome,
+            "{refusal}"
+        );
+        assert_eq!(s.table.session_count() == 1, kept, "{refusal}");
+        // the holder's connection closes later: nothing is freed if the binding ended
+        s.ks.refuse_writes = None;
+        assert_eq!(s.closed("a", "x"), kept, "{refusal}");
+        if !kept {
+            assert_eq!(
+                s.ks.log.len(),
+                writes,
+                "{refusal}: a write after the slot left"
+            );
+            assert_eq!(s.owner("x").as_deref(), Some("a"), "{refusal}");
+        }
+    }
+}
