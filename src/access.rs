@@ -133,11 +133,14 @@ mod tests {
             .collect()
     }
 
+    /// (command, signal enabled, the keys it must be allowed, with the access)
+    type Case = (LockCommand, bool, Vec<(&'static str, Access)>);
+
     #[test]
     fn every_command_lists_the_keys_python_would_touch() {
         let acquire = LockCommand::Acquire { fence: false };
         let fenced = LockCommand::Acquire { fence: true };
-        let cases: Vec<(LockCommand, bool, Vec<(&str, Access)>)> = vec![
+        let cases: Vec<Case> = vec![
             (acquire, true, vec![("lock:o", ReadWrite)]),
             (acquire, false, vec![("lock:o", ReadWrite)]),
             (
