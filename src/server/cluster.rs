@@ -65,11 +65,7 @@ pub const DEMOTED: &str = "UNBLOCKED this node is no longer a primary, retry on 
 /// waiters on the old primary got no reply at all), so we answer them on the role-change event.
 pub fn subscribe_role_change(ctx: &Context) -> Status {
     let id = raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED;
-    if subscribe_server_event(ctx, id, Some(on_role_changed)) {
-        Status::Ok
-    } else {
-        Status::Err
-    }
+    subscribe_server_event(ctx, id, Some(on_role_changed))
 }
 
 extern "C" fn on_role_changed(
@@ -187,11 +183,12 @@ pub fn declare_atomic_slot_migration(ctx: &Context) -> Status {
     if !server_has_atomic_slot_migration() {
         return Status::Ok;
     }
-    if !subscribe_server_event(
+    let subscribed = subscribe_server_event(
         ctx,
         EVENT_ATOMIC_SLOT_MIGRATION,
         Some(on_slot_migration_event),
-    ) {
+    );
+    if subscribed == Status::Err {
         ctx.log_warning("lock: atomic slot migration event not available: not declaring support");
         return Status::Ok;
     }

@@ -400,19 +400,19 @@ pub fn subscribe_server_events(ctx: &Context) -> Status {
         (raw::REDISMODULE_EVENT_SWAPDB, Some(on_swapdb_event)),
     ];
     for (id, callback) in events {
-        if !subscribe_server_event(ctx, id, callback) {
+        if subscribe_server_event(ctx, id, callback) == Status::Err {
             return Status::Err;
         }
     }
     Status::Ok
 }
 
-/// Subscribes `callback` to server event `id` (data version 1); false if the server refused.
+/// Subscribes `callback` to server event `id` (data version 1); `Err` if the server refused.
 pub fn subscribe_server_event(
     ctx: &Context,
     id: u64,
     callback: raw::RedisModuleEventCallback,
-) -> bool {
+) -> Status {
     // SAFETY: called from OnLoad with its live context; the pointer is checked; the callbacks
     // are `extern "C"` functions of this module that never unwind.
     let subscribed = unsafe {
@@ -423,7 +423,11 @@ pub fn subscribe_server_event(
             None => raw::REDISMODULE_ERR as i32,
         }
     };
-    subscribed == raw::REDISMODULE_OK as i32
+    if subscribed == raw::REDISMODULE_OK as i32 {
+        Status::Ok
+    } else {
+        Status::Err
+    }
 }
 
 extern "C" fn on_flush_event(

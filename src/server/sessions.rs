@@ -32,11 +32,7 @@ const RETRY: Duration = Duration::from_millis(10);
 
 pub fn subscribe_client_events(ctx: &Context) -> Status {
     let id = raw::REDISMODULE_EVENT_CLIENT_CHANGE;
-    if subscribe_server_event(ctx, id, Some(on_client_change)) {
-        Status::Ok
-    } else {
-        Status::Err
-    }
+    subscribe_server_event(ctx, id, Some(on_client_change))
 }
 
 extern "C" fn on_client_change(
