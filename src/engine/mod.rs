@@ -5,6 +5,7 @@
 //! [`memory::MemoryKeyspace`] with a hand-driven clock (the redis-cell pattern). The FFI glue in
 //! `crate::server` implements both traits on top of the real server.
 
+pub mod deadlines;
 pub mod fence;
 pub mod holders;
 pub mod keyspace;

@@ -1,13 +1,16 @@
-//! Deadline timers: a lock with an expiry that has module waiters, or that the module granted,
-//! gets a module timer at its deadline.
+//! Deadline checks: a lock with an expiry that has module waiters, or that the module granted
+//! (with `signal yes`, so python waiters hear of its expiry), is checked 1 ms after its deadline.
 //!
 //! Redis's active expiry samples keys about ten times a second and can lag 100 ms or more (200 on
-//! Redis 8); the timer reads the key 1 ms after its deadline instead, which makes Redis expire it
-//! on the spot (lazy expiry, propagated as DEL), and in the same callback hands the lock to the
-//! head waiter, or signals python waiters when there is none.
+//! Redis 8); the check reads the key just after its deadline instead, which makes Redis expire
+//! it on the spot (lazy expiry, propagated as DEL), and in the same callback hands the lock to
+//! the head waiter, or signals python waiters when there is none.
+//!
+//! One module timer serves every lock (`engine::deadlines`): it is armed for the earliest check,
+//! moved only when an earlier one comes, and stopped when none is left, so a grant and its
+//! release only add and remove a schedule entry.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use redis_module::{raw, Context};
@@ -16,42 +19,40 @@ use super::effects::apply;
 use super::events::{write_permission, WritePermission};
 use super::keyspace::RedisKeyspace;
 use super::state::{select_db, with_table, ServerClock};
-use crate::config::signal_expire_ms;
+use crate::config::{signal_enabled, signal_expire_ms};
+use crate::engine::deadlines::{DeadlineSchedule, TimerChange};
 use crate::engine::{Clock, FreedBy, Keyspace, LockKey};
 
-/// What every deadline timer carries. `stop_timer` must be called with exactly this type
-/// (module-api-notes §3.5: the crate frees the payload as a `Box<T>`; our callbacks are plain
-/// `fn` items, so the boxed payload has exactly `T`'s layout).
-type Payload = (LockKey, u64);
+/// What the module timer carries: nothing (the schedule says what is due). `stop_timer` must be
+/// called with exactly this type (module-api-notes §3.5).
+type Payload = ();
 
 thread_local! {
-    /// Each lock's armed timer: the deadline (server ms) it is for, and its id, so the timer can
-    /// be stopped when the lock no longer needs it (a released lock must not keep a timer, and
-    /// its payload, alive until a deadline hours away, and MODULE UNLOAD refuses pending timers).
-    static ARMED: RefCell<HashMap<LockKey, (u64, raw::RedisModuleTimerID)>> =
-        RefCell::new(HashMap::new());
+    static SCHEDULE: RefCell<DeadlineSchedule> = RefCell::new(DeadlineSchedule::default());
+    /// The armed module timer: when it fires (server ms) and its id.
+    static TIMER: Cell<Option<(u64, raw::RedisModuleTimerID)>> = const { Cell::new(None) };
 }
 
-/// Arms the lock's deadline timer if it has an expiry and someone to serve at the deadline, and
-/// no timer is armed for an earlier or equal deadline; stops the armed timer when the lock has
-/// no expiry any more or nobody to serve. `ctx` must have the lock's database selected.
+/// Watches the lock's deadline if it has an expiry and someone to serve at the deadline, and is
+/// not watched for an earlier or equal deadline; stops watching it when it has no expiry any
+/// more or nobody to serve. `ctx` must have the lock's database selected.
 pub fn watch(ctx: &Context, lock: &LockKey) {
     if !worth_watching(lock) {
-        disarm(ctx, lock);
+        unwatch(ctx, lock);
         return;
     }
     let Ok(ttl) = RedisKeyspace::new(ctx).ttl_ms(&lock.1) else {
         return;
     };
-    arm_for_ttl(ctx, lock, ttl);
+    watch_ttl(ctx, lock, ttl);
 }
 
-/// [`watch`] after a waiter joined the lock's queue. A timer already armed for the lock is
-/// for its current deadline or an earlier one (every change of a lock's expiry is followed by a
-/// watch: ours by the command that made it, a foreign one by the settle step), and a new
-/// waiter does not move the deadline: then nothing needs reading.
+/// [`watch`] after a waiter joined the lock's queue. A lock already watched is watched for its
+/// current deadline or an earlier one (every change of a lock's expiry is followed by a watch:
+/// ours by the command that made it, a foreign one by the settle step), and a new waiter does
+/// not move the deadline: then nothing needs reading.
 pub fn watch_new_waiter(ctx: &Context, lock: &LockKey) {
-    if ARMED.with(|armed| armed.borrow().contains_key(lock)) {
+    if SCHEDULE.with(|s| s.borrow().contains(lock)) {
         return;
     }
     watch(ctx, lock);
@@ -60,90 +61,104 @@ pub fn watch_new_waiter(ctx: &Context, lock: &LockKey) {
 /// [`watch`] when the caller knows the lock's TTL (PTTL's answer), because it just wrote it.
 pub fn watch_with_ttl(ctx: &Context, lock: &LockKey, ttl: i64) {
     if !worth_watching(lock) {
-        disarm(ctx, lock);
+        unwatch(ctx, lock);
         return;
     }
-    arm_for_ttl(ctx, lock, ttl);
+    watch_ttl(ctx, lock, ttl);
 }
 
-fn arm_for_ttl(ctx: &Context, lock: &LockKey, ttl: i64) {
+fn watch_ttl(ctx: &Context, lock: &LockKey, ttl: i64) {
     if ttl < 0 {
         // No expiry: nothing happens at the old deadline. Already free: the settle step
         // handles that.
-        disarm(ctx, lock);
+        unwatch(ctx, lock);
         return;
     }
     let deadline = ServerClock.now_ms() + ttl as u64;
-    let earlier_armed =
-        ARMED.with(|armed| matches!(armed.borrow().get(lock), Some(&(at, _)) if at <= deadline));
-    if earlier_armed {
-        return; // it fires first and re-watches the lock
+    let earlier = SCHEDULE.with(|s| s.borrow().deadline_of(lock).is_some_and(|d| d <= deadline));
+    if earlier {
+        return; // that check comes first and re-watches the lock
     }
-    disarm(ctx, lock); // a later deadline's timer is superseded
-                       // Keys expire when now > deadline, so fire 1 ms after it.
-    arm(ctx, lock, deadline, Duration::from_millis(ttl as u64 + 1));
+    // Keys expire when now > deadline, so check 1 ms after it.
+    schedule_check(ctx, lock, deadline, deadline + 1);
 }
 
-fn arm(ctx: &Context, lock: &LockKey, deadline: u64, delay: Duration) {
-    let payload: Payload = (lock.clone(), deadline);
-    let timer = ctx.create_timer(delay, on_deadline, payload);
-    ARMED.with(|armed| armed.borrow_mut().insert(lock.clone(), (deadline, timer)));
+/// Schedules the check of `lock` (for `deadline`) at `due`, in place of an earlier one.
+fn schedule_check(ctx: &Context, lock: &LockKey, deadline: u64, due: u64) {
+    SCHEDULE.with(|s| s.borrow_mut().watch(lock, deadline, due));
+    sync_timer(ctx);
 }
 
-/// Stops the lock's armed timer, if any.
-fn disarm(ctx: &Context, lock: &LockKey) {
-    let Some((_, timer)) = ARMED.with(|armed| armed.borrow_mut().remove(lock)) else {
-        return;
+/// Stops watching the lock.
+fn unwatch(ctx: &Context, lock: &LockKey) {
+    if SCHEDULE.with(|s| s.borrow_mut().unwatch(lock)) {
+        sync_timer(ctx);
+    }
+}
+
+/// Arms, moves or stops the module timer as the schedule now needs.
+fn sync_timer(ctx: &Context) {
+    let armed = TIMER.get();
+    let change = SCHEDULE.with(|s| s.borrow().timer_change(armed.map(|(at, _)| at)));
+    let fire_at = match change {
+        TimerChange::Keep => return,
+        TimerChange::Stop => None,
+        TimerChange::Arm(at) => Some(at),
     };
-    // Err only if it already fired, which removes its entry first: nothing to free then.
-    let _ = ctx.stop_timer::<Payload>(timer);
-}
-
-/// Stops the timers of every lock of database `db` (-1: all) that nobody waits on: their keys
-/// were flushed. Locks with waiters keep theirs; the settle step re-watches them.
-pub fn disarm_flushed(ctx: &Context, db: i32) {
-    let locks: Vec<LockKey> = ARMED.with(|armed| {
-        armed
-            .borrow()
-            .keys()
-            .filter(|(d, _)| db == -1 || *d == db)
-            .cloned()
-            .collect()
-    });
-    for lock in locks.iter().filter(|lock| !worth_watching(lock)) {
-        disarm(ctx, lock);
+    if let Some((_, id)) = TIMER.take() {
+        // Err only if it already fired, which clears TIMER first: nothing to free then.
+        let _ = ctx.stop_timer::<Payload>(id);
     }
-    ARMED.with(|armed| armed.borrow_mut().shrink_to_fit());
+    if let Some(at) = fire_at {
+        let delay = Duration::from_millis(at.saturating_sub(ServerClock.now_ms()));
+        let id = ctx.create_timer(delay, on_timer, ());
+        TIMER.set(Some((at, id)));
+    }
 }
 
-/// Number of armed deadline timers (INFO, tests).
-pub fn armed_count() -> usize {
-    ARMED.with(|armed| armed.borrow().len())
+/// Stops watching every lock of database `db` (-1: all) that nobody waits on: their keys were
+/// flushed. Locks with waiters stay watched; the settle step re-watches them.
+pub fn unwatch_flushed(ctx: &Context, db: i32) {
+    let locks = SCHEDULE.with(|s| s.borrow().locks_in(db));
+    for lock in locks.iter().filter(|lock| !worth_watching(lock)) {
+        SCHEDULE.with(|s| s.borrow_mut().unwatch(lock));
+    }
+    SCHEDULE.with(|s| s.borrow_mut().shrink_to_fit());
+    sync_timer(ctx);
 }
 
-/// Module waiters to grant, or a lock we granted whose expiry python waiters are told about.
+/// Number of locks whose deadline is watched (INFO, tests).
+pub fn watched_count() -> usize {
+    SCHEDULE.with(|s| s.borrow().len())
+}
+
+/// Module waiters to grant, or a lock we granted whose expiry python waiters are told about
+/// (only with `signal yes`: with `no` an expiry writes nothing, and the `expired` event's settle
+/// step does the bookkeeping).
 fn worth_watching(lock: &LockKey) -> bool {
-    with_table(|t| t.waiters().has_waiters(lock) || t.granted_by_us(lock)).unwrap_or(false)
+    with_table(|t| t.waiters().has_waiters(lock) || (signal_enabled() && t.granted_by_us(lock)))
+        .unwrap_or(false)
 }
 
-fn on_deadline(ctx: &Context, (lock, deadline): Payload) {
-    let current = ARMED.with(|armed| {
-        let mut armed = armed.borrow_mut();
-        let current = matches!(armed.get(&lock), Some(&(at, _)) if at == deadline);
-        if current {
-            armed.remove(&lock);
-        }
-        current
-    });
-    if !current || !worth_watching(&lock) {
-        // Superseded by a timer for an earlier deadline, which did the work; or released since,
-        // and nobody waits: nothing expired.
-        return;
+fn on_timer(ctx: &Context, _: Payload) {
+    TIMER.set(None);
+    let now = ServerClock.now_ms();
+    let due = SCHEDULE.with(|s| s.borrow_mut().take_due(now));
+    for (lock, deadline) in due {
+        check(ctx, &lock, deadline);
+    }
+    sync_timer(ctx);
+}
+
+/// The check of one lock just after its deadline.
+fn check(ctx: &Context, lock: &LockKey, deadline: u64) {
+    if !worth_watching(lock) {
+        return; // released since, and nobody waits: nothing expired
     }
     match write_permission(ctx) {
         WritePermission::Never => return,
         WritePermission::Later => {
-            arm(ctx, &lock, deadline, Duration::from_millis(10));
+            schedule_check(ctx, lock, deadline, ServerClock.now_ms() + 10);
             return;
         }
         WritePermission::Now => {}
@@ -154,7 +169,7 @@ fn on_deadline(ctx: &Context, (lock, deadline): Payload) {
     // Reading the owner expires the key if it is due; then the head waiter gets the lock. If it
     // was extended meanwhile, or handed to a waiter with its own expiry, `apply` watches the
     // new deadline.
-    let _ = apply(ctx, &lock, |t, ks| {
-        t.lock_freed(ks, &lock, signal_expire_ms(), FreedBy::Expiry)
+    let _ = apply(ctx, lock, |t, ks| {
+        t.lock_freed(ks, lock, signal_expire_ms(), FreedBy::Expiry)
     });
 }

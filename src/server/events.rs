@@ -214,7 +214,7 @@ pub fn on_flush(ctx: &Context, db: i32) {
     });
     FLUSH_EPOCH.with(|epoch| epoch.set(epoch.get().wrapping_add(1)));
     let _ = with_table(|t| t.forget_holds_in(db));
-    deadlines::disarm_flushed(ctx, db);
+    deadlines::unwatch_flushed(ctx, db);
     let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
     for lock in locks.into_iter().filter(|(d, _)| db == -1 || *d == db) {
         schedule_settle(ctx, lock, FreedBy::Deletion);

@@ -2,7 +2,7 @@
 
 use redis_module::{InfoContext, RedisResult};
 
-use super::deadlines::armed_count;
+use super::deadlines::watched_count;
 use super::state::with_table;
 
 pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
@@ -45,7 +45,7 @@ pub fn add_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
             "foreign_locks_without_signal",
             super::events::foreign_locks_without_signal(),
         )?
-        .field("deadline_timers", armed_count() as u64)?
+        .field("deadline_timers", watched_count() as u64)?
         .field("session_locks", sessions as u64)?
         .field("session_frees", st.session_frees)?
         .field("session_renewals", st.session_renewals)?
