@@ -20,6 +20,7 @@ use std::ptr::NonNull;
 
 use redis_module::{raw, Context, ContextFlags};
 
+use super::key_names::{KeyNames, Layout};
 use crate::access::{Access, KeyUse};
 use crate::error::LockError;
 use crate::keys::printable_key;
@@ -124,12 +125,10 @@ fn fake_client_has_user(ctx: &Context) -> Result<bool, LockError> {
 }
 
 /// Who runs the current command (see the top of the file).
-pub fn caller(ctx: &Context) -> Result<Caller, LockError> {
+/// `flags` are the command context's.
+pub fn caller(ctx: &Context, flags: &ContextFlags) -> Result<Caller, LockError> {
     let root = Caller { user: None };
-    if ctx
-        .get_flags()
-        .intersects(ContextFlags::REPLICATED | ContextFlags::LOADING)
-    {
+    if flags.intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
         return Ok(root);
     }
     // SAFETY: reading function pointers filled in at load; the context is the live command
@@ -166,10 +165,6 @@ pub fn caller(ctx: &Context) -> Result<Caller, LockError> {
     with_server_string(ctx, name, user_named).unwrap_or_else(|| Err(cannot_tell()))
 }
 
-/// `RM_ACLCheckKeyPermissions` and `RM_ACLCheckKeyPrefixPermissions` have this shape.
-type KeyCheck =
-    unsafe extern "C" fn(*mut raw::RedisModuleUser, *mut raw::RedisModuleString, c_int) -> c_int;
-
 fn acl_flags(access: Access) -> c_int {
     let mut flags = 0;
     if access.reads() {
@@ -189,60 +184,44 @@ impl Caller {
         self.user.is_none()
     }
 
-    /// May this caller touch `key` so? Root always may. On a refusal with `log`, the denial goes
-    /// to `ACL LOG` like the server's own key denials.
-    fn may(&self, ctx: &Context, name: &[u8], used: &KeyUse, log: bool) -> bool {
-        // SAFETY: reading a function pointer filled in at load (7.0+).
-        let check = unsafe { raw::RedisModule_ACLCheckKeyPermissions };
-        self.ask(ctx, name, used, check, log)
-    }
-
-    /// Asks the server `check(user, prefix + name, flags)`; with `log`, a refusal goes to ACL LOG.
-    fn ask(
+    /// May this caller touch `prefix + name` as `used` says? Root always may. On a refusal with
+    /// `log`, the denial goes to `ACL LOG` like the server's own key denials. The key's server
+    /// string comes from `names`, which the command's reads and writes then reuse.
+    fn may(
         &self,
         ctx: &Context,
+        names: &mut KeyNames,
         name: &[u8],
         used: &KeyUse,
-        check: Option<KeyCheck>,
         log: bool,
     ) -> bool {
         let Some(user) = self.user else {
             return true;
         };
-        let Some(check) = check else {
-            return false;
-        };
-        let key = key_string(ctx, used.prefix, name);
-        with_server_string(ctx, key, |key| {
-            // SAFETY: `user` lives until this Caller drops; `key` is live; the flags are within
-            // the mask the APIs accept (ACCESS/INSERT/DELETE/UPDATE).
-            unsafe {
-                if check(user.as_ptr(), key, acl_flags(used.access)) == raw::REDISMODULE_OK as c_int
-                {
-                    return true;
-                }
-                if log {
-                    if let Some(add) = raw::RedisModule_ACLAddLogEntry {
-                        add(
-                            ctx.ctx,
-                            user.as_ptr(),
-                            key,
-                            raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY,
-                        );
-                    }
-                }
-                false
-            }
-        })
-        .unwrap_or(false)
+        match Layout::of_prefix(used.prefix) {
+            Some(layout) => ask(ctx, user, names.get(ctx, layout, name).inner, used, log),
+            None => with_server_string(ctx, key_string(ctx, used.prefix, name), |key| {
+                ask(ctx, user, key, used, log)
+            })
+            .unwrap_or(false),
+        }
     }
 
     /// Every key in `uses` allowed, or `NOPERM` naming the first one refused.
-    pub fn check(&self, ctx: &Context, name: &[u8], uses: &[KeyUse]) -> Result<(), LockError> {
+    pub fn check(
+        &self,
+        ctx: &Context,
+        names: &mut KeyNames,
+        name: &[u8],
+        uses: &[KeyUse],
+    ) -> Result<(), LockError> {
         if self.user.is_none() {
             return Ok(());
         }
-        match uses.iter().find(|used| !self.may(ctx, name, used, true)) {
+        match uses
+            .iter()
+            .find(|used| !self.may(ctx, names, name, used, true))
+        {
             None => Ok(()),
             Some(refused) => Err(no_permission(name, refused)),
         }
@@ -250,7 +229,40 @@ impl Caller {
 
     /// An optional read (LOCK.INFO's `fence`): allowed or not, without an ACL LOG entry.
     pub fn may_read(&self, ctx: &Context, name: &[u8], used: &KeyUse) -> bool {
-        self.may(ctx, name, used, false)
+        self.may(ctx, &mut KeyNames::default(), name, used, false)
+    }
+}
+
+/// Asks the server whether `user` may touch `key` as `used` says (`RM_ACLCheckKeyPermissions`,
+/// 7.0+); with `log`, a refusal goes to ACL LOG.
+fn ask(
+    ctx: &Context,
+    user: NonNull<raw::RedisModuleUser>,
+    key: *mut raw::RedisModuleString,
+    used: &KeyUse,
+    log: bool,
+) -> bool {
+    // SAFETY: reading function pointers filled in at load; `user` lives until its Caller drops;
+    // `key` is a live string; the flags are within the mask the API accepts
+    // (ACCESS/INSERT/DELETE/UPDATE).
+    unsafe {
+        let Some(check) = raw::RedisModule_ACLCheckKeyPermissions else {
+            return false;
+        };
+        if check(user.as_ptr(), key, acl_flags(used.access)) == raw::REDISMODULE_OK as c_int {
+            return true;
+        }
+        if log {
+            if let Some(add) = raw::RedisModule_ACLAddLogEntry {
+                add(
+                    ctx.ctx,
+                    user.as_ptr(),
+                    key,
+                    raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY,
+                );
+            }
+        }
+        false
     }
 }
 
@@ -264,9 +276,15 @@ pub fn no_permission(name: &[u8], refused: &KeyUse) -> LockError {
 }
 
 /// Checks the caller on `uses` of lock `name`: the one call a handler makes.
-pub fn check(ctx: &Context, name: &[u8], uses: &[KeyUse]) -> Result<Caller, LockError> {
-    let caller = caller(ctx)?;
-    caller.check(ctx, name, uses)?;
+pub fn check(
+    ctx: &Context,
+    flags: &ContextFlags,
+    names: &mut KeyNames,
+    name: &[u8],
+    uses: &[KeyUse],
+) -> Result<Caller, LockError> {
+    let caller = caller(ctx, flags)?;
+    caller.check(ctx, names, name, uses)?;
     Ok(caller)
 }
 

@@ -15,6 +15,7 @@ use super::blocking::block;
 use super::cluster::check_slot_not_moving;
 use super::deadlines;
 use super::effects::apply_in_command;
+use super::key_names::KeyNames;
 use super::keyspace::RedisKeyspace;
 use super::state::{caller_client_id, selected_db, with_table, Table};
 use crate::access::{info_optional_read, keys_used, LockCommand};
@@ -40,8 +41,8 @@ fn arg_bytes(args: &[RedisString]) -> Vec<&[u8]> {
 
 /// The lock a command names, in the caller's database. In a cluster the name must carry a hash
 /// tag, or `lock:<name>` and `lock-signal:<name>` could live on other nodes than the name routes to.
-fn lock_of(ctx: &Context, name: Vec<u8>) -> Result<LockKey, LockError> {
-    if ctx.get_flags().contains(ContextFlags::CLUSTER) {
+fn lock_of(ctx: &Context, flags: &ContextFlags, name: Vec<u8>) -> Result<LockKey, LockError> {
+    if flags.contains(ContextFlags::CLUSTER) {
         if !has_hash_tag(&name) {
             return Err(LockError::invalid(
                 "in cluster mode the lock name must contain a non-empty {hash tag}",
@@ -54,17 +55,32 @@ fn lock_of(ctx: &Context, name: Vec<u8>) -> Result<LockKey, LockError> {
 
 /// The caller's ACL user may touch the keys `command` on `name` touches (see `access`), or
 /// `NOPERM` before anything is read or written.
-fn permit(ctx: &Context, command: LockCommand, name: &[u8]) -> Result<Caller, LockError> {
-    acl::check(ctx, name, keys_used(command, signal_enabled()))
+/// The key names the check builds go into `names`, for the command's reads and writes.
+fn permit(
+    ctx: &Context,
+    flags: &ContextFlags,
+    names: &mut KeyNames,
+    command: LockCommand,
+    name: &[u8],
+) -> Result<Caller, LockError> {
+    acl::check(
+        ctx,
+        flags,
+        names,
+        name,
+        keys_used(command, signal_enabled()),
+    )
 }
 
-/// Runs a rules operation and carries out its decisions (see `effects::apply`).
+/// Runs a rules operation and carries out its decisions (see `effects::apply`), reusing the key
+/// names the ACL check made.
 fn run<R>(
     ctx: &Context,
     lock: &LockKey,
+    names: KeyNames,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> Result<R, LockError>,
 ) -> Result<R, LockError> {
-    apply_in_command(ctx, lock, op)?
+    apply_in_command(ctx, lock, names, op)?
 }
 
 /// Lock writes only on a primary. A replica, even a writable one (`replica-read-only no`), must
@@ -72,8 +88,8 @@ fn run<R>(
 /// the primary's stream. Checked first, as the server checks READONLY before running a command.
 /// Our writes reach replicas as plain SET/DEL/…, never as LOCK.*, so nothing replayed from the
 /// primary or the AOF is refused here; a LOCK.* found there anyway is refused too, not re-run.
-fn primary_only(ctx: &Context) -> Result<(), LockError> {
-    if ctx.get_flags().contains(ContextFlags::MASTER) {
+fn primary_only(flags: &ContextFlags) -> Result<(), LockError> {
+    if flags.contains(ContextFlags::MASTER) {
         Ok(())
     } else {
         Err(LockError::read_only_replica())
@@ -82,8 +98,8 @@ fn primary_only(ctx: &Context) -> Result<(), LockError> {
 
 /// A context that cannot block (MULTI, Lua, functions, RM_Call from another module, replaying
 /// the AOF or the master's stream) gets one try, as NOWAIT.
-fn may_block(ctx: &Context) -> bool {
-    !ctx.get_flags().intersects(
+fn may_block(flags: &ContextFlags) -> bool {
+    !flags.intersects(
         ContextFlags::MULTI
             | ContextFlags::LUA
             | ContextFlags::DENY_BLOCKING
@@ -93,12 +109,21 @@ fn may_block(ctx: &Context) -> bool {
 }
 
 pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    primary_only(ctx)?;
+    // Read once: each read asks the server (a dozen checks), and nothing here changes them.
+    let flags = ctx.get_flags();
+    let mut names = KeyNames::default();
+    primary_only(&flags)?;
     let req = request::parse_acquire(&arg_bytes(&args))?;
-    permit(ctx, LockCommand::Acquire { fence: req.fence }, &req.name)?;
-    let lock = lock_of(ctx, req.name)?;
-    let wants_to_wait = req.wait != Wait::NoWait && may_block(ctx);
-    let client_id = caller_client_id(ctx);
+    permit(
+        ctx,
+        &flags,
+        &mut names,
+        LockCommand::Acquire { fence: req.fence },
+        &req.name,
+    )?;
+    let lock = lock_of(ctx, &flags, req.name)?;
+    let wants_to_wait = req.wait != Wait::NoWait && may_block(&flags);
+    let client_id = caller_client_id(ctx, &flags);
     if req.session && client_id.is_none() {
         return Err(LockError::invalid(
             "SESSION cannot be used from a script or function: the caller's connection is not known there",
@@ -121,7 +146,7 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         session: req.session,
         fence: req.fence,
     };
-    let outcome = run(ctx, &lock, |t, ks| {
+    let outcome = run(ctx, &lock, names, |t, ks| {
         t.acquire(ks, &lock, &args, wants_to_wait)
     })?;
     match outcome {
@@ -148,43 +173,53 @@ pub fn grant_reply(owner: Vec<u8>, fence: Option<i64>) -> RedisValue {
 }
 
 pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    primary_only(ctx)?;
+    let flags = ctx.get_flags();
+    let mut names = KeyNames::default();
+    primary_only(&flags)?;
     let req = request::parse_release(&arg_bytes(&args))?;
-    permit(ctx, LockCommand::Release, &req.name)?;
-    let lock = lock_of(ctx, req.name)?;
+    permit(ctx, &flags, &mut names, LockCommand::Release, &req.name)?;
+    let lock = lock_of(ctx, &flags, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
-    run(ctx, &lock, |t, ks| {
+    run(ctx, &lock, names, |t, ks| {
         t.release(ks, &lock, &req.id, signal_expire)
     })?;
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
 pub fn extend(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    primary_only(ctx)?;
+    let flags = ctx.get_flags();
+    let mut names = KeyNames::default();
+    primary_only(&flags)?;
     let req = request::parse_extend(&arg_bytes(&args))?;
-    permit(ctx, LockCommand::Extend, &req.name)?;
-    let lock = lock_of(ctx, req.name)?;
-    run(ctx, &lock, |t, ks| t.extend(ks, &lock, &req.id, req.ttl_ms))?;
+    permit(ctx, &flags, &mut names, LockCommand::Extend, &req.name)?;
+    let lock = lock_of(ctx, &flags, req.name)?;
+    run(ctx, &lock, names, |t, ks| {
+        t.extend(ks, &lock, &req.id, req.ttl_ms)
+    })?;
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
 pub fn owner(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let flags = ctx.get_flags();
+    let mut names = KeyNames::default();
     let name = request::parse_name_only(&arg_bytes(&args))?;
-    permit(ctx, LockCommand::Read, &name)?;
-    let lock = lock_of(ctx, name)?;
-    let info = run(ctx, &lock, |t, ks| t.info(ks, &lock))?;
+    permit(ctx, &flags, &mut names, LockCommand::Read, &name)?;
+    let lock = lock_of(ctx, &flags, name)?;
+    let info = run(ctx, &lock, names, |t, ks| t.info(ks, &lock))?;
     Ok(info
         .owner
         .map_or(RedisValue::Null, RedisValue::StringBuffer))
 }
 
 pub fn reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    primary_only(ctx)?;
+    let flags = ctx.get_flags();
+    let mut names = KeyNames::default();
+    primary_only(&flags)?;
     let req = request::parse_reset(&arg_bytes(&args))?;
-    permit(ctx, LockCommand::Reset, &req.name)?;
-    let lock = lock_of(ctx, req.name)?;
+    permit(ctx, &flags, &mut names, LockCommand::Reset, &req.name)?;
+    let lock = lock_of(ctx, &flags, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
-    let was_held = run(ctx, &lock, |t, ks| t.reset(ks, &lock, signal_expire))?;
+    let was_held = run(ctx, &lock, names, |t, ks| t.reset(ks, &lock, signal_expire))?;
     Ok(RedisValue::Integer(i64::from(was_held)))
 }
 
@@ -199,13 +234,16 @@ pub fn reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// "may write every lock: key" at once on Redis 8+/Valkey 9, but Valkey 9.1.2 answered OK for
 /// `~*x %R~*` on read+write of every key, so it is not trusted here.)
 pub fn reset_all(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    primary_only(ctx)?;
+    let flags = ctx.get_flags();
+    primary_only(&flags)?;
     request::parse_no_args(&arg_bytes(&args))?;
-    let caller = acl::caller(ctx)?;
+    let caller = acl::caller(ctx, &flags)?;
     let signal = signal_enabled();
     if !caller.is_root() {
         let uses = keys_used(LockCommand::Reset, signal);
-        scan_lock_names(ctx, |name| caller.check(ctx, &name, uses))?;
+        scan_lock_names(ctx, |name| {
+            caller.check(ctx, &mut KeyNames::default(), &name, uses)
+        })?;
     }
     let db = selected_db(ctx);
     let signal_expire = signal_expire_ms();
@@ -216,7 +254,7 @@ pub fn reset_all(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return Ok(());
         }
         let lock = (db, name);
-        if run(ctx, &lock, |t, ks| {
+        if run(ctx, &lock, KeyNames::default(), |t, ks| {
             t.reset_for_resetall(ks, &lock, signal_expire)
         })? {
             count += 1;
@@ -287,13 +325,15 @@ fn parse_scan_reply(reply: CallResult<'static>) -> Result<(Vec<u8>, Vec<Vec<u8>>
 /// `owner`, `ttl-ms`, `waiters`, `holder-client`, `held-ms` and `fence` of one lock: a map in
 /// RESP3, a flat array in RESP2.
 pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let flags = ctx.get_flags();
+    let mut names = KeyNames::default();
     let name = request::parse_name_only(&arg_bytes(&args))?;
-    let caller = permit(ctx, LockCommand::Read, &name)?;
+    let caller = permit(ctx, &flags, &mut names, LockCommand::Read, &name)?;
     // `fence` reads lock-fence:<name>: shown only to a caller that may read it, and left out
     // (not null, which would mean "never issued") for one that may not.
     let show_fence = caller.may_read(ctx, &name, &info_optional_read());
-    let lock = lock_of(ctx, name)?;
-    let info = run(ctx, &lock, |t, ks| t.info(ks, &lock))?;
+    let lock = lock_of(ctx, &flags, name)?;
+    let info = run(ctx, &lock, names, |t, ks| t.info(ks, &lock))?;
     let mut map = BTreeMap::new();
     map.insert(
         RedisValueKey::String("owner".into()),
@@ -344,9 +384,11 @@ fn millis_or_minus_one(ms: Option<u64>) -> RedisValue {
 /// LOCK.WAITERS: the lock's module waiters in queue order, each a map (RESP3) / flat array
 /// (RESP2) of `client-id`, `waited-ms`, `timeout-ms`, `ttl-ms`, `fence`, `session`.
 pub fn waiters(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let flags = ctx.get_flags();
+    let mut names = KeyNames::default();
     let (name, count) = request::parse_waiters(&arg_bytes(&args))?;
-    permit(ctx, LockCommand::Read, &name)?;
-    let lock = lock_of(ctx, name)?;
+    permit(ctx, &flags, &mut names, LockCommand::Read, &name)?;
+    let lock = lock_of(ctx, &flags, name)?;
     let listed = with_table(|t| t.waiters_of(&lock, count))?;
     let entries = listed
         .into_iter()

@@ -8,6 +8,7 @@ use redis_module::{raw, Context, NotifyEvent, RedisString};
 
 use super::blocking::deliver;
 use super::deadlines;
+use super::key_names::KeyNames;
 use super::keyspace::RedisKeyspace;
 use super::sessions;
 use super::state::{with_table, Table};
@@ -39,15 +40,17 @@ enum Watch {
 }
 
 /// [`apply`] inside a LOCK.* command: writes through the key API where the server has it.
+/// `names` are the lock's key names the command already made (its ACL check).
 pub fn apply_in_command<R>(
     ctx: &Context,
     lock: &LockKey,
+    names: KeyNames,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
 ) -> Result<R, LockError> {
     apply_with(
         ctx,
         lock,
-        RedisKeyspace::in_command(ctx),
+        RedisKeyspace::in_command(ctx, names),
         Watch::Written,
         op,
     )

@@ -20,6 +20,13 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// The layout whose prefix is `prefix`.
+    pub fn of_prefix(prefix: &[u8]) -> Option<Layout> {
+        [Layout::Lock, Layout::Signal, Layout::Fence]
+            .into_iter()
+            .find(|layout| layout.prefix() == prefix)
+    }
+
     pub fn prefix(self) -> &'static [u8] {
         match self {
             Layout::Lock => b"lock:",

@@ -121,13 +121,13 @@ impl<'a> RedisKeyspace<'a> {
     }
 
     /// The keyspace of a LOCK.* command's database: writes through the key API where the server
-    /// has all of it.
-    pub fn in_command(ctx: &'a Context) -> Self {
+    /// has all of it. `names`: key names the command already made, reused.
+    pub fn in_command(ctx: &'a Context, names: KeyNames) -> Self {
         if key_writes::available() {
             RedisKeyspace {
                 ctx,
                 writes: Writes::KeyApi,
-                names: KeyNames::default(),
+                names,
                 lock_written: None,
                 lock_exists: None,
             }

@@ -78,8 +78,8 @@ pub fn select_db(ctx: &Context, db: i32) -> bool {
 /// The connection that sent the current command; `None` inside a script or function, whose
 /// caller's connection is not visible to a module command (the context's client is the script's
 /// own fake client there).
-pub fn caller_client_id(ctx: &Context) -> Option<u64> {
-    if ctx.get_flags().contains(ContextFlags::LUA) {
+pub fn caller_client_id(ctx: &Context, flags: &ContextFlags) -> Option<u64> {
+    if flags.contains(ContextFlags::LUA) {
         return None;
     }
     // SAFETY: ctx is the live context of the current command.
