@@ -21,6 +21,7 @@ use redis_module::configuration::ConfigurationFlags;
 use redis_module::{redis_module, Context};
 use redis_module_macros::info_command_handler;
 
+use server::dispatch::{create_commands, Command};
 use server::{commands, events};
 
 // The server's allocator in production; the system one in unit tests and fuzz targets, where
@@ -38,6 +39,9 @@ fn init(ctx: &Context, args: &[redis_module::RedisString]) -> redis_module::Stat
     }
     if let Err(e) = config::check_loaded_values() {
         ctx.log_warning(&e);
+        return redis_module::Status::Err;
+    }
+    if create_commands(ctx, &COMMANDS) == redis_module::Status::Err {
         return redis_module::Status::Err;
     }
     server::command_info::register(ctx);
@@ -64,25 +68,84 @@ fn on_info(
     server::info::add_info(ctx, for_crash_report)
 }
 
-// Command flags: ACQUIRE may block and allocates (deny-oom); RELEASE, EXTEND and RESET must work
-// on a full server, so they are not deny-oom. The name (argument 1) is the key for routing.
-// ACL categories stay empty: a non-empty one fails to load on Redis 7.0 (module-api-notes §4.3).
+/// The LOCK.* commands (created in `init`, see `server::dispatch` for why not in the macro below).
+/// Flags: ACQUIRE may block and allocates (deny-oom); RELEASE, EXTEND and RESET must work
+/// on a full server, so they are not deny-oom. The name (argument 1) is the key for routing.
+/// ACL categories are set by `command_info` (a non-empty one in the creation fails to load on
+/// Redis 7.0, module-api-notes §4.3).
+static COMMANDS: [Command; 8] = [
+    command(
+        c"lock.acquire",
+        entry_point!(commands::acquire),
+        c"write deny-oom blocking",
+        1,
+    ),
+    command(
+        c"lock.release",
+        entry_point!(commands::release),
+        c"write fast",
+        1,
+    ),
+    command(
+        c"lock.extend",
+        entry_point!(commands::extend),
+        c"write fast",
+        1,
+    ),
+    command(
+        c"lock.owner",
+        entry_point!(commands::owner),
+        c"readonly fast",
+        1,
+    ),
+    command(
+        c"lock.reset",
+        entry_point!(commands::reset),
+        c"write fast",
+        1,
+    ),
+    command(
+        c"lock.resetall",
+        entry_point!(commands::reset_all),
+        c"write",
+        0,
+    ),
+    command(
+        c"lock.info",
+        entry_point!(commands::info),
+        c"readonly fast",
+        1,
+    ),
+    command(
+        c"lock.waiters",
+        entry_point!(commands::waiters),
+        c"readonly",
+        1,
+    ),
+];
+
+/// A command whose key range is argument `key` alone (0: no key).
+const fn command(
+    name: &'static std::ffi::CStr,
+    entry: server::dispatch::EntryPoint,
+    flags: &'static std::ffi::CStr,
+    key: std::os::raw::c_int,
+) -> Command {
+    Command {
+        name,
+        entry,
+        flags,
+        keys: (key, key, key),
+    }
+}
+
 redis_module! {
     name: "lock",
     version: 1,
     allocator: (ModuleAlloc, ModuleAlloc {}),
     data_types: [],
     init: init,
-    commands: [
-        ["lock.acquire", commands::acquire, "write deny-oom blocking", 1, 1, 1, ""],
-        ["lock.release", commands::release, "write fast", 1, 1, 1, ""],
-        ["lock.extend", commands::extend, "write fast", 1, 1, 1, ""],
-        ["lock.owner", commands::owner, "readonly fast", 1, 1, 1, ""],
-        ["lock.reset", commands::reset, "write fast", 1, 1, 1, ""],
-        ["lock.resetall", commands::reset_all, "write", 0, 0, 0, ""],
-        ["lock.info", commands::info, "readonly fast", 1, 1, 1, ""],
-        ["lock.waiters", commands::waiters, "readonly", 1, 1, 1, ""],
-    ],
+    commands: [],
     configurations: [
         i64: [
             [config::SIGNAL_EXPIRE_NAME, &config::SIGNAL_EXPIRE, config::SIGNAL_EXPIRE_DEFAULT,

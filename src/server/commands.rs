@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use redis_module::{
     CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, RedisError, RedisResult,
-    RedisString, RedisValue,
+    RedisValue,
 };
 
 use redis_module::redisvalue::RedisValueKey;
@@ -34,9 +34,9 @@ impl From<LockError> for RedisError {
     }
 }
 
-/// The arguments after the command name, as byte slices.
-fn arg_bytes(args: &[RedisString]) -> Vec<&[u8]> {
-    args.iter().skip(1).map(RedisString::as_slice).collect()
+/// The arguments after the command name.
+fn after_name<'a>(args: &'a [&'a [u8]]) -> &'a [&'a [u8]] {
+    args.get(1..).unwrap_or(&[])
 }
 
 /// The lock a command names, in the caller's database. In a cluster the name must carry a hash
@@ -108,12 +108,12 @@ fn may_block(flags: &ContextFlags) -> bool {
     )
 }
 
-pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn acquire(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     // Read once: each read asks the server (a dozen checks), and nothing here changes them.
     let flags = ctx.get_flags();
     let mut names = KeyNames::default();
     primary_only(&flags)?;
-    let req = request::parse_acquire(&arg_bytes(&args))?;
+    let req = request::parse_acquire(after_name(args))?;
     permit(
         ctx,
         &flags,
@@ -172,11 +172,11 @@ pub fn grant_reply(owner: Vec<u8>, fence: Option<i64>) -> RedisValue {
     }
 }
 
-pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn release(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     let flags = ctx.get_flags();
     let mut names = KeyNames::default();
     primary_only(&flags)?;
-    let req = request::parse_release(&arg_bytes(&args))?;
+    let req = request::parse_release(after_name(args))?;
     permit(ctx, &flags, &mut names, LockCommand::Release, &req.name)?;
     let lock = lock_of(ctx, &flags, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
@@ -186,11 +186,11 @@ pub fn release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-pub fn extend(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn extend(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     let flags = ctx.get_flags();
     let mut names = KeyNames::default();
     primary_only(&flags)?;
-    let req = request::parse_extend(&arg_bytes(&args))?;
+    let req = request::parse_extend(after_name(args))?;
     permit(ctx, &flags, &mut names, LockCommand::Extend, &req.name)?;
     let lock = lock_of(ctx, &flags, req.name)?;
     run(ctx, &lock, names, |t, ks| {
@@ -199,10 +199,10 @@ pub fn extend(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-pub fn owner(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn owner(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     let flags = ctx.get_flags();
     let mut names = KeyNames::default();
-    let name = request::parse_name_only(&arg_bytes(&args))?;
+    let name = request::parse_name_only(after_name(args))?;
     permit(ctx, &flags, &mut names, LockCommand::Read, &name)?;
     let lock = lock_of(ctx, &flags, name)?;
     let info = run(ctx, &lock, names, |t, ks| t.info(ks, &lock))?;
@@ -211,11 +211,11 @@ pub fn owner(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         .map_or(RedisValue::Null, RedisValue::StringBuffer))
 }
 
-pub fn reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn reset(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     let flags = ctx.get_flags();
     let mut names = KeyNames::default();
     primary_only(&flags)?;
-    let req = request::parse_reset(&arg_bytes(&args))?;
+    let req = request::parse_reset(after_name(args))?;
     permit(ctx, &flags, &mut names, LockCommand::Reset, &req.name)?;
     let lock = lock_of(ctx, &flags, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
@@ -233,10 +233,10 @@ pub fn reset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// A root caller (no ACL user) skips that pass. (`RM_ACLCheckKeyPrefixPermissions` could say
 /// "may write every lock: key" at once on Redis 8+/Valkey 9, but Valkey 9.1.2 answered OK for
 /// `~*x %R~*` on read+write of every key, so it is not trusted here.)
-pub fn reset_all(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn reset_all(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     let flags = ctx.get_flags();
     primary_only(&flags)?;
-    request::parse_no_args(&arg_bytes(&args))?;
+    request::parse_no_args(after_name(args))?;
     let caller = acl::caller(ctx, &flags)?;
     let signal = signal_enabled();
     if !caller.is_root() {
@@ -324,10 +324,10 @@ fn parse_scan_reply(reply: CallResult<'static>) -> Result<(Vec<u8>, Vec<Vec<u8>>
 
 /// `owner`, `ttl-ms`, `waiters`, `holder-client`, `held-ms` and `fence` of one lock: a map in
 /// RESP3, a flat array in RESP2.
-pub fn info(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn info(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     let flags = ctx.get_flags();
     let mut names = KeyNames::default();
-    let name = request::parse_name_only(&arg_bytes(&args))?;
+    let name = request::parse_name_only(after_name(args))?;
     let caller = permit(ctx, &flags, &mut names, LockCommand::Read, &name)?;
     // `fence` reads lock-fence:<name>: shown only to a caller that may read it, and left out
     // (not null, which would mean "never issued") for one that may not.
@@ -383,10 +383,10 @@ fn millis_or_minus_one(ms: Option<u64>) -> RedisValue {
 
 /// LOCK.WAITERS: the lock's module waiters in queue order, each a map (RESP3) / flat array
 /// (RESP2) of `client-id`, `waited-ms`, `timeout-ms`, `ttl-ms`, `fence`, `session`.
-pub fn waiters(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn waiters(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     let flags = ctx.get_flags();
     let mut names = KeyNames::default();
-    let (name, count) = request::parse_waiters(&arg_bytes(&args))?;
+    let (name, count) = request::parse_waiters(after_name(args))?;
     permit(ctx, &flags, &mut names, LockCommand::Read, &name)?;
     let lock = lock_of(ctx, &flags, name)?;
     let listed = with_table(|t| t.waiters_of(&lock, count))?;

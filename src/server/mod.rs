@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod command_info;
 pub mod commands;
 pub mod deadlines;
+pub mod dispatch;
 pub mod effects;
 pub mod events;
 pub mod info;
