@@ -39,9 +39,12 @@ impl Holders {
         now_ms: u64,
         session_lease: Option<u64>,
     ) {
-        self.unbind(lock);
         let key = match self.by_lock.get_key_value(lock) {
-            Some((key, _)) => Rc::clone(key),
+            Some((key, _)) => {
+                let key = Rc::clone(key);
+                self.unbind(lock); // a re-grant over our own record
+                key
+            }
             None => Rc::new(lock.clone()),
         };
         let lease = match (session_lease, client_id) {
@@ -63,8 +66,11 @@ impl Holders {
 
     /// The lock stopped being held by whoever the module granted it to (a binding ends with it).
     pub fn ended(&mut self, lock: &LockKey) -> Option<Holder> {
-        self.unbind(lock);
-        self.by_lock.remove(lock)
+        let (key, mut holder) = self.by_lock.remove_entry(lock)?;
+        if let (Some(lease), Some(client_id)) = (holder.lease.take(), holder.client_id) {
+            self.sessions.remove(&key, client_id, *lease);
+        }
+        Some(holder)
     }
 
     /// The lock stopped being its bound connection's: forget the binding, keep the record.
@@ -72,6 +78,9 @@ impl Holders {
         let Some((key, holder)) = self.by_lock.get_key_value(lock) else {
             return;
         };
+        if holder.lease.is_none() {
+            return; // not bound (the usual case): spare the second lookup
+        }
         let (key, client_id) = (Rc::clone(key), holder.client_id);
         let lease = self.by_lock.get_mut(lock).and_then(|h| h.lease.take());
         if let (Some(lease), Some(client_id)) = (lease, client_id) {

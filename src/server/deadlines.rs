@@ -60,7 +60,7 @@ pub fn watch_new_waiter(ctx: &Context, lock: &LockKey) {
 
 /// [`watch`] when the caller knows the lock's TTL (PTTL's answer), because it just wrote it.
 pub fn watch_with_ttl(ctx: &Context, lock: &LockKey, ttl: i64) {
-    if !worth_watching(lock) {
+    if ttl < 0 || !worth_watching(lock) {
         unwatch(ctx, lock);
         return;
     }
