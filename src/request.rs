@@ -58,6 +58,21 @@ pub struct ResetRequest {
 
 type Args<'a> = &'a [&'a [u8]];
 
+/// The longest option word LOCK.ACQUIRE knows (`TIMEOUT`, `SESSION`), with room to spare.
+const OPTION_MAX: usize = 8;
+
+/// `arg` upper-cased into `buf` (no allocation: this runs for every option of every acquire);
+/// empty, which matches no option, if it is longer than any option word.
+fn option_word<'a>(arg: &[u8], buf: &'a mut [u8; OPTION_MAX]) -> &'a [u8] {
+    let Some(out) = buf.get_mut(..arg.len()) else {
+        return &[];
+    };
+    for (o, a) in out.iter_mut().zip(arg) {
+        *o = a.to_ascii_uppercase();
+    }
+    out
+}
+
 pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
     let (name, mut rest) = args.split_first().ok_or(LockError::WrongArity)?;
     let mut id = None;
@@ -66,10 +81,11 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
     let mut timeout: Option<TimeoutArg> = None;
     let mut fence = false;
     let mut session = false;
+    let mut word = [0u8; OPTION_MAX];
     while let Some((option, tail)) = rest.split_first() {
-        let option = option.to_ascii_uppercase();
+        let option = option_word(option, &mut word);
         rest = tail;
-        match option.as_slice() {
+        match option {
             b"ID" => {
                 let value = take_value(&mut rest, "ID")?;
                 set_once(&mut id, "ID", value.to_vec())?;
@@ -348,6 +364,26 @@ mod tests {
         let refs: Vec<&[u8]> = owned.iter().map(|a| a.as_slice()).collect();
         parse_acquire(&refs)
     }
+    #[test]
+    fn option_words_match_in_any_case_and_never_past_their_length() {
+        let cases: &[(&[&str], Option<Wait>)] = &[
+            (&["n", "nowait"], Some(Wait::NoWait)),
+            (&["n", "NoWait"], Some(Wait::NoWait)),
+            (&["n", "tImEoUt", "2"], Some(Wait::Millis(2000))),
+            (&["n", "NOWAITNOWAIT"], None), // longer than any option word
+            (&["n", "NOWAI"], None),
+            (&["n", "NOWAIT\0"], None),
+            (&["n", ""], None),
+        ];
+        for (given, expected) in cases {
+            match (acquire(given), expected) {
+                (Ok(req), Some(wait)) => assert_eq!(&req.wait, wait, "{given:?}"),
+                (Err(e), None) => assert_eq!(e, unknown_option(), "{given:?}"),
+                (got, _) => panic!("{given:?}: {got:?}"),
+            }
+        }
+    }
+
     fn with<T>(s: &[&str], f: fn(Args) -> Result<T, LockError>) -> Result<T, LockError> {
         let owned = args(s);
         let refs: Vec<&[u8]> = owned.iter().map(|a| a.as_slice()).collect();
