@@ -69,6 +69,9 @@ pub struct LockTable<C, K> {
     waiters: WaitQueues<C>,
     wakeups: Vec<Wakeup<C>>,
     events: Vec<(LockEvent, LockKey)>,
+    /// Whether lock events are recorded (nobody reads them while the server sends no module
+    /// keyspace events: each would cost a copy of the name).
+    record_events: bool,
     /// Whom and when the module granted each lock it knows to be held, and which of them are
     /// SESSION locks bound to a connection.
     holders: Holders,
@@ -82,6 +85,7 @@ impl<C, K: Clock> LockTable<C, K> {
             waiters: WaitQueues::default(),
             wakeups: Vec::new(),
             events: Vec::new(),
+            record_events: true,
             holders: Holders::default(),
             clock,
             stats: Stats::default(),
@@ -118,7 +122,7 @@ impl<C, K: Clock> LockTable<C, K> {
                 fence::write_grant(ks, name, owner, args.ttl_ms, token)?;
                 self.stats.grants_immediate += 1;
                 self.record_grant(lock, args);
-                self.events.push((LockEvent::Acquired, lock.clone()));
+                self.event(LockEvent::Acquired, lock);
                 Ok(AcquireOutcome::Acquired {
                     owner: owner.to_vec(),
                     fence: token,
@@ -266,7 +270,7 @@ impl<C, K: Clock> LockTable<C, K> {
             }
         }
         if self.holders.contains(lock) && cause == FreedBy::Expiry {
-            self.events.push((LockEvent::Expired, lock.clone()));
+            self.event(LockEvent::Expired, lock);
         }
         self.end_hold(lock);
         if self.grant_next(ks, lock, cause) {
@@ -347,6 +351,17 @@ impl<C, K: Clock> LockTable<C, K> {
         std::mem::take(&mut self.wakeups)
     }
 
+    /// Records lock events from now on, or not (see `record_events`).
+    pub fn record_events(&mut self, on: bool) {
+        self.record_events = on;
+    }
+
+    fn event(&mut self, event: LockEvent, lock: &LockKey) {
+        if self.record_events {
+            self.events.push((event, lock.clone()));
+        }
+    }
+
     /// The lock events since the last call, in order (for keyspace notifications).
     pub fn take_events(&mut self) -> Vec<(LockEvent, LockKey)> {
         std::mem::take(&mut self.events)
@@ -392,7 +407,7 @@ impl<C, K: Clock> LockTable<C, K> {
         }
         ks.push_signal(&lock.1, signal_expire_ms)?;
         ks.delete_lock(&lock.1)?;
-        self.events.push((LockEvent::Released, lock.clone()));
+        self.event(LockEvent::Released, lock);
         Ok(())
     }
 
@@ -456,7 +471,7 @@ impl<C, K: Clock> LockTable<C, K> {
                 self.stats.count_handoff(cause);
                 self.stats.wait.record(now.saturating_sub(waiter.since_ms));
                 self.record_grant(lock, &waiter.request);
-                self.events.push((LockEvent::Handoff, lock.clone()));
+                self.event(LockEvent::Handoff, lock);
                 self.wakeups.push(Wakeup {
                     client: waiter.client,
                     lock: lock.clone(),

@@ -64,6 +64,7 @@ fn apply_with<R>(
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
 ) -> Result<R, LockError> {
     let (result, wakeups, events, next_renewal) = with_table(|t| {
+        t.record_events(module_events_enabled());
         let result = op(t, &mut keyspace);
         (
             result,
@@ -89,8 +90,8 @@ fn apply_with<R>(
 /// `A`) on the `lock:<name>` key: `lock.acquired`, `lock.released`, `lock.expired`,
 /// `lock.handoff`. The server sends them only if the user enabled that class.
 fn publish(ctx: &Context, events: Vec<(LockEvent, LockKey)>) {
-    if events.is_empty() || !module_events_enabled() {
-        return; // the usual case: spare building the key names
+    if events.is_empty() {
+        return; // the usual case (nothing is recorded while module events are off)
     }
     for (event, (_, name)) in events {
         let key = RedisString::create_from_slice(ctx.ctx, &lock_key(&name));

@@ -576,6 +576,18 @@ fn hand_offs_are_counted_by_cause_and_reported_as_events() {
         [Acquired, Handoff, Expired, Handoff, Handoff, Handoff, Released]
     );
     assert!(s.table.take_events().is_empty());
+    // Not recorded while nobody reads them; the rules run the same.
+    s.table.record_events(false);
+    assert_eq!(
+        s.acquire("o", "y", None),
+        AcquireOutcome::Acquired {
+            owner: b"o".to_vec(),
+            fence: None
+        }
+    );
+    s.release("o", "y").unwrap();
+    assert!(s.table.take_events().is_empty());
+    assert_eq!(s.table.stats.grants_immediate, 2);
 }
 
 #[test]
