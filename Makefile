@@ -92,9 +92,17 @@ clean:
 #                   (BENCH_ARGS="--url redis://127.0.0.1:6379 --flush-ok" to use a running server)
 # make bench-quick  the same with --quick (well under a minute of running), output to a temp dir:
 #                   a smoke test that never fails on numbers, only when the tool or server breaks
+# make instructions  server instructions per lock operation under callgrind, per protocol, for each
+#                   server of SERVERS (tools/profile): steady where µs are not (INSTR_ARGS="--pairs 2000")
 BENCH_ARGS ?=
+INSTR_ARGS ?=
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick instructions
+
+instructions: build venv $(if $(filter $(EXTRA_SERVERS),$(SERVERS)),servers)
+	for s in $(SERVERS); do \
+	  LOCK_MODULE=$(CURDIR)/$(MODULE) $(VENV)/bin/python tools/profile/instructions.py --server $$s $(INSTR_ARGS) || exit 1; \
+	done
 
 bench: deps
 	cargo build --release --locked

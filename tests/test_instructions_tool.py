@@ -1,0 +1,36 @@
+"""tools/profile/instructions.py (`make instructions`) counts server instructions per lock
+operation under callgrind. A small run on the server under test: every protocol gets a row with
+real counts, and the counts order as the work does (a floor pair does less than a native pair
+without the signal list, which does less than one with it)."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import LOCK_MODULE, REDIS_SERVER
+
+TOOL = Path(__file__).resolve().parent.parent / "tools" / "profile" / "instructions.py"
+
+pytestmark = pytest.mark.skipif(shutil.which("valgrind") is None,
+                                reason="valgrind is not installed (make test installs it)")
+
+
+def test_instruction_counts_per_protocol():
+    out = subprocess.run(
+        [sys.executable, str(TOOL), "--server", REDIS_SERVER, "--module", LOCK_MODULE,
+         "--pairs", "300", "--handoffs", "200"],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = {}
+    for line in out.stdout.splitlines():
+        m = re.match(r"\| ([\w-]+) \| (\d+) [\w-]+s \| ([\d,]+) \| ([\d,]+) \|", line)
+        if m:
+            rows[m.group(1)] = tuple(int(g.replace(",", "")) for g in m.groups()[1:])
+    assert set(rows) == {"native", "native-nosig", "python", "floor", "handoff"}, out.stdout
+    for protocol, (count, in_call, whole) in rows.items():
+        assert count > 0 and 1000 < in_call < whole, (protocol, rows[protocol])
+    assert rows["floor"][1] < rows["native-nosig"][1] < rows["native"][1], rows
