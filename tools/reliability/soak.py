@@ -209,22 +209,25 @@ class Soak:
 
     # -- measurement ----------------------------------------------------------------------------
     def quiesce(self):
-        """Wait until only the control connection is left and every key has expired, then
-        --settle seconds more: the module's deadline timers (one per lock deadline it watches,
-        up to the longest PX used here, 10 s) only go away when they fire."""
+        """Wait until only the control connection is left and every key has expired, then until
+        the module watches no lock deadline (`lock_deadline_timers` 0: a released lock leaves
+        the schedule at once, an expired one at its check, a few ms after its deadline), at
+        most --settle seconds."""
         deadline = time.monotonic() + 30
         while True:
             clients = self.ctl.call("CLIENT", "LIST").decode().strip().splitlines()
             dbsize = self.ctl.call("DBSIZE")
             if len(clients) == 1 and dbsize == 0:
-                if self.a.settle:
-                    print(f"  quiet; used_memory {self.memory_breakdown()['used_memory']}, "
-                          f"waiting {self.a.settle}s for pending deadline timers", flush=True)
-                    time.sleep(self.a.settle)
-                return
+                break
             if time.monotonic() > deadline:
                 raise Failure(f"not quiet after 30 s: {len(clients)} clients, {dbsize} keys "
                               f"(e.g. {self.ctl.call('RANDOMKEY')!r})")
+            time.sleep(0.05)
+        settle_by = time.monotonic() + self.a.settle
+        while (watched := info_fields(self.ctl, "lock").get("lock_deadline_timers", "0").strip()) != "0":
+            if time.monotonic() > settle_by:
+                raise Failure(f"the module still watches {watched} lock deadlines "
+                              f"{self.a.settle}s after the keyspace emptied")
             time.sleep(0.05)
 
     def memory_breakdown(self):
@@ -315,8 +318,9 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="pipelined uncontended processes")
     ap.add_argument("--groups", type=int, default=4, help="contention groups (holder + waiter)")
     ap.add_argument("--batch", type=int, default=200)
-    ap.add_argument("--settle", type=float, default=11.0,
-                    help="seconds to wait after the keyspace is empty, before measuring")
+    ap.add_argument("--settle", type=float, default=2.0,
+                    help="at most this many seconds, once the keyspace is empty, for the module "
+                    "to stop watching lock deadlines before measuring")
     ap.add_argument("--only", default="", help="contended kinds to run, comma separated: "
                     "handoff_release,waiter_timeout,waiter_disconnect,unblock,handoff_expiry")
     ap.add_argument("--tolerance", type=float, default=1.0, help="allowed used_memory change, %%")
