@@ -73,71 +73,17 @@ fn on_info(
 /// on a full server, so they are not deny-oom. The name (argument 1) is the key for routing.
 /// ACL categories are set by `command_info` (a non-empty one in the creation fails to load on
 /// Redis 7.0, module-api-notes §4.3).
+#[rustfmt::skip]
 static COMMANDS: [Command; 8] = [
-    command(
-        c"lock.acquire",
-        entry_point!(commands::acquire),
-        c"write deny-oom blocking",
-        1,
-    ),
-    command(
-        c"lock.release",
-        entry_point!(commands::release),
-        c"write fast",
-        1,
-    ),
-    command(
-        c"lock.extend",
-        entry_point!(commands::extend),
-        c"write fast",
-        1,
-    ),
-    command(
-        c"lock.owner",
-        entry_point!(commands::owner),
-        c"readonly fast",
-        1,
-    ),
-    command(
-        c"lock.reset",
-        entry_point!(commands::reset),
-        c"write fast",
-        1,
-    ),
-    command(
-        c"lock.resetall",
-        entry_point!(commands::reset_all),
-        c"write",
-        0,
-    ),
-    command(
-        c"lock.info",
-        entry_point!(commands::info),
-        c"readonly fast",
-        1,
-    ),
-    command(
-        c"lock.waiters",
-        entry_point!(commands::waiters),
-        c"readonly",
-        1,
-    ),
+    Command { name: c"lock.acquire", entry: entry_point!(commands::acquire), flags: c"write deny-oom blocking", key: 1 },
+    Command { name: c"lock.release", entry: entry_point!(commands::release), flags: c"write fast", key: 1 },
+    Command { name: c"lock.extend", entry: entry_point!(commands::extend), flags: c"write fast", key: 1 },
+    Command { name: c"lock.owner", entry: entry_point!(commands::owner), flags: c"readonly fast", key: 1 },
+    Command { name: c"lock.reset", entry: entry_point!(commands::reset), flags: c"write fast", key: 1 },
+    Command { name: c"lock.resetall", entry: entry_point!(commands::reset_all), flags: c"write", key: 0 },
+    Command { name: c"lock.info", entry: entry_point!(commands::info), flags: c"readonly fast", key: 1 },
+    Command { name: c"lock.waiters", entry: entry_point!(commands::waiters), flags: c"readonly", key: 1 },
 ];
-
-/// A command whose key range is argument `key` alone (0: no key).
-const fn command(
-    name: &'static std::ffi::CStr,
-    entry: server::dispatch::EntryPoint,
-    flags: &'static std::ffi::CStr,
-    key: std::os::raw::c_int,
-) -> Command {
-    Command {
-        name,
-        entry,
-        flags,
-        keys: (key, key, key),
-    }
-}
 
 redis_module! {
     name: "lock",

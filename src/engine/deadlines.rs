@@ -85,13 +85,11 @@ impl DeadlineSchedule {
     /// Takes out every watch due at `now` or before, earliest first, as (lock, deadline).
     pub fn take_due(&mut self, now: u64) -> Vec<(LockKey, u64)> {
         let mut due = Vec::new();
-        while let Some((&(at, _), _)) = self.by_due.first_key_value() {
-            if at > now {
+        while let Some(first) = self.by_due.first_entry() {
+            if first.key().0 > now {
                 break;
             }
-            let Some((_, lock)) = self.by_due.pop_first() else {
-                break;
-            };
+            let lock = first.remove();
             if let Some(watch) = self.watched.remove(&lock) {
                 due.push((lock, watch.deadline));
             }

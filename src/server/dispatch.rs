@@ -17,13 +17,13 @@ pub type Handler = fn(&Context, &[&[u8]]) -> RedisResult;
 pub type EntryPoint =
     extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
 
-/// One command to create: name, entry point (made by [`entry_point!`]), flags, and the legacy
-/// first/last/step key range.
+/// One command to create: name, entry point (made by [`entry_point!`]), flags, and the argument
+/// that is its key (the legacy first/last/step range is that argument alone; 0: no key).
 pub struct Command {
     pub name: &'static CStr,
     pub entry: EntryPoint,
     pub flags: &'static CStr,
-    pub keys: (c_int, c_int, c_int),
+    pub key: c_int,
 }
 
 /// An [`EntryPoint`] that runs `handler` through [`call`].
@@ -101,7 +101,6 @@ fn bytes_of<'a>(s: *mut raw::RedisModuleString) -> &'a [u8] {
 /// Creates every command in `commands` (from the module's OnLoad).
 pub fn create_commands(ctx: &Context, commands: &[Command]) -> Status {
     for command in commands {
-        let (first, last, step) = command.keys;
         // SAFETY: OnLoad context; NUL-terminated static name and flags; `entry` is a plain
         // extern "C" function that lives as long as the module.
         let status = unsafe {
@@ -111,9 +110,9 @@ pub fn create_commands(ctx: &Context, commands: &[Command]) -> Status {
                     command.name.as_ptr(),
                     Some(command.entry),
                     command.flags.as_ptr(),
-                    first,
-                    last,
-                    step,
+                    command.key,
+                    command.key,
+                    command.key,
                 ),
                 None => raw::REDISMODULE_ERR as c_int,
             }

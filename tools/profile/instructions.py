@@ -209,10 +209,14 @@ def measure(args, protocol, workdir):
             if time.time() > deadline or server.poll() is not None:
                 raise RuntimeError("the server under valgrind did not start")
             time.sleep(0.2)
-        work = {
-            "handoff": lambda n, tag: run_handoffs(port, n, args.clients, tag),
-        }.get(protocol, lambda n, tag: run_pairs(port, protocol, n, args.lag, tag))
-        count = args.handoffs if protocol == "handoff" else args.pairs
+        if protocol == "handoff":
+            count = args.handoffs
+            def work(n, tag):
+                run_handoffs(port, n, args.clients, tag)
+        else:
+            count = args.pairs
+            def work(n, tag):
+                run_pairs(port, protocol, n, args.lag, tag)
         work(max(count // 5, 100), "warm")  # warm-up: tables, script cache, allocator
         Conn(port).call("FLUSHALL")  # the warm-up's last locks are still held
         step(f"{protocol}: warmed up")
