@@ -36,9 +36,10 @@ pub struct AcquireRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseRequest {
+pub struct ReleaseRequest<'a> {
     pub name: Vec<u8>,
-    pub id: Vec<u8>,
+    /// Only compared with the stored owner, so borrowed from the arguments.
+    pub id: &'a [u8],
     /// `None`: use the `signal-expire` configuration.
     pub signal_expire_ms: Option<u64>,
 }
@@ -146,14 +147,14 @@ pub fn parse_acquire(args: Args) -> Result<AcquireRequest, LockError> {
     })
 }
 
-pub fn parse_release(args: Args) -> Result<ReleaseRequest, LockError> {
+pub fn parse_release<'a>(args: &[&'a [u8]]) -> Result<ReleaseRequest<'a>, LockError> {
     let [name, id, rest @ ..] = args else {
         return Err(LockError::WrongArity);
     };
     let signal_expire_ms = parse_signal_expire_option(rest)?;
     Ok(ReleaseRequest {
         name: name.to_vec(),
-        id: id.to_vec(),
+        id,
         signal_expire_ms,
     })
 }
@@ -389,6 +390,14 @@ mod tests {
         let refs: Vec<&[u8]> = owned.iter().map(|a| a.as_slice()).collect();
         f(&refs)
     }
+    /// (name, id, signal_expire_ms), owned.
+    type Release = (Vec<u8>, Vec<u8>, Option<u64>);
+    /// parse_release borrows the id from the arguments, so the test copies it out.
+    fn release(s: &[&str]) -> Result<Release, LockError> {
+        let owned = args(s);
+        let refs: Vec<&[u8]> = owned.iter().map(|a| a.as_slice()).collect();
+        parse_release(&refs).map(|r| (r.name, r.id.to_vec(), r.signal_expire_ms))
+    }
     fn code<T: std::fmt::Debug>(r: Result<T, LockError>) -> String {
         let text = r.expect_err("expected an error").reply_text();
         text.split(' ').next().unwrap_or_default().to_string()
@@ -524,29 +533,24 @@ mod tests {
 
     #[test]
     fn release_and_reset() {
-        let r = with(&["n", "id"], parse_release).unwrap();
-        assert_eq!((r.id.as_slice(), r.signal_expire_ms), (&b"id"[..], None));
-        let r = with(&["n", "id", "signal-expire", "250"], parse_release).unwrap();
-        assert_eq!(r.signal_expire_ms, Some(250));
-        assert_eq!(code(with(&["n"], parse_release)), "ERR");
+        let r = release(&["n", "id"]).unwrap();
+        assert_eq!(r, (b"n".to_vec(), b"id".to_vec(), None));
+        let r = release(&["n", "id", "signal-expire", "250"]).unwrap();
+        assert_eq!(r.2, Some(250));
+        assert_eq!(code(release(&["n"])), "ERR");
+        assert_eq!(code(release(&["n", "id", "SIGNAL-EXPIRE"])), "ERR");
+        assert_eq!(code(release(&["n", "id", "SIGNAL-EXPIRE", "0"])), "ERR");
+        assert_eq!(code(release(&["n", "id", "SIGNAL-EXPIRE", "x"])), "ERR");
+        assert_eq!(code(release(&["n", "id", "FOO", "1"])), "ERR");
         assert_eq!(
-            code(with(&["n", "id", "SIGNAL-EXPIRE"], parse_release)),
-            "ERR"
-        );
-        assert_eq!(
-            code(with(&["n", "id", "SIGNAL-EXPIRE", "0"], parse_release)),
-            "ERR"
-        );
-        assert_eq!(
-            code(with(&["n", "id", "SIGNAL-EXPIRE", "x"], parse_release)),
-            "ERR"
-        );
-        assert_eq!(code(with(&["n", "id", "FOO", "1"], parse_release)), "ERR");
-        assert_eq!(
-            code(with(
-                &["n", "id", "SIGNAL-EXPIRE", "1", "SIGNAL-EXPIRE", "1"],
-                parse_release
-            )),
+            code(release(&[
+                "n",
+                "id",
+                "SIGNAL-EXPIRE",
+                "1",
+                "SIGNAL-EXPIRE",
+                "1"
+            ])),
             "ERR"
         );
         let r = with(&["n"], parse_reset).unwrap();

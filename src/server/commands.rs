@@ -181,7 +181,7 @@ pub fn release(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     let lock = lock_of(ctx, &flags, req.name)?;
     let signal_expire = req.signal_expire_ms.unwrap_or_else(signal_expire_ms);
     run(ctx, &lock, names, |t, ks| {
-        t.release(ks, &lock, &req.id, signal_expire)
+        t.release(ks, &lock, req.id, signal_expire)
     })?;
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

@@ -8,7 +8,7 @@
 use std::ffi::CStr;
 use std::os::raw::c_int;
 
-use redis_module::{raw, Context, RedisResult, Status};
+use redis_module::{raw, Context, RedisResult, RedisValue, Status};
 
 /// A command handler: the context and every argument, the command name first.
 pub type Handler = fn(&Context, &[&[u8]]) -> RedisResult;
@@ -75,6 +75,18 @@ pub unsafe fn call(
         let args: Vec<&[u8]> = strings.iter().map(|s| bytes_of(*s)).collect();
         handler(&context, &args)
     };
+    reply(&context, result)
+}
+
+/// Sends the handler's reply. `OK` (RELEASE, EXTEND) goes out from a static C string: the
+/// crate's reply copies every simple string into a new `CString` first.
+fn reply(context: &Context, result: RedisResult) -> c_int {
+    if let Ok(RedisValue::SimpleStringStatic("OK")) = result {
+        // SAFETY: the live command context; a static NUL-terminated string.
+        if let Some(simple) = unsafe { raw::RedisModule_ReplyWithSimpleString } {
+            return unsafe { simple(context.ctx, c"OK".as_ptr()) };
+        }
+    }
     context.reply(result) as c_int
 }
 

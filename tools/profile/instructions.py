@@ -19,6 +19,7 @@ with the release of lock i-LAG), pipelined 50 pairs at a time on one connection.
 
 Usage: python tools/profile/instructions.py [--server redis-server] [--module PATH]
            [--pairs 10000] [--handoffs 5000] [--protocols native,native-nosig,python,floor,handoff]
+           [--keep DIR]
 Prints a markdown table.
 """
 
@@ -248,15 +249,22 @@ def main():
     p.add_argument("--clients", type=int, default=8, help="connections in the handoff run")
     p.add_argument("--lag", type=int, default=8, help="locks held at once in the pair runs")
     p.add_argument("--protocols", default="native,native-nosig,python,floor,handoff")
+    p.add_argument("--keep", metavar="DIR",
+                   help="keep the callgrind profiles in DIR (callgrind.<protocol>), for callgrind_annotate")
     args = p.parse_args()
     for tool in ("valgrind", "callgrind_annotate", "callgrind_control"):
         if shutil.which(tool) is None:
             sys.exit(f"instructions.py: {tool} not found (apt install valgrind)")
     protocols = [x for x in args.protocols.split(",") if x]
     rows = {}
-    with tempfile.TemporaryDirectory() as workdir:
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
         for protocol in protocols:
-            rows[protocol] = measure(args, protocol, workdir)
+            rows[protocol] = measure(args, protocol, args.keep)
+    else:
+        with tempfile.TemporaryDirectory() as workdir:
+            for protocol in protocols:
+                rows[protocol] = measure(args, protocol, workdir)
     version = subprocess.run([args.server, "--version"], capture_output=True, text=True).stdout
     print(f"server: {version.strip()}")
     print()
