@@ -8,6 +8,8 @@
 #                 leak-smoke, the CI-sized valgrind run, is part of make test
 # make integration  integration tests only, on every server of SERVERS (pytest, real servers)
 #                 e.g. make integration SERVERS=redis-server PYTEST_ARGS="-k release -x"
+# make integration-rm-call  the core integration files again, with the module writing through
+#                 RM_Call as on Redis 7.0.0-7.0.4 (no SetAbsExpire); part of make test
 
 PORT ?= 6379
 MODULE := target/release/libredis_lock.so
@@ -19,7 +21,7 @@ TEST_PATHS ?= tests clients/python/tests
 EXTRA_SERVERS := $(CURDIR)/.servers/redis-8.2.3/redis-server $(CURDIR)/.servers/valkey-9.1.2/valkey-server
 SERVERS ?= redis-server $(EXTRA_SERVERS)
 
-.PHONY: all build run test unit integration deps venv servers fuzz-smoke fuzz fuzz-live chaos soak leak-check leak-smoke clean
+.PHONY: all build run test unit integration integration-rm-call deps venv servers fuzz-smoke fuzz fuzz-live chaos soak leak-check leak-smoke clean
 
 all: build
 
@@ -53,6 +55,14 @@ servers:
 integration: build venv $(if $(filter $(EXTRA_SERVERS),$(SERVERS)),servers)
 	LOCK_MODULE=$(CURDIR)/$(MODULE) bash scripts/test-matrix.sh $(SERVERS) -- $(TEST_PATHS) $(PYTEST_ARGS)
 
+# The files that run again with REDIS_LOCK_RM_CALL_WRITES=1 (test_equivalence runs both ways
+# by itself). On Debian's Redis 7.0, the family whose early patch releases take that path.
+RM_CALL_TESTS ?= tests/test_commands.py tests/test_blocking.py tests/test_interop.py \
+	tests/test_replication.py tests/test_fencing.py tests/test_sessions.py tests/test_persistence.py
+
+integration-rm-call: build venv
+	REDIS_LOCK_RM_CALL_WRITES=1 LOCK_MODULE=$(CURDIR)/$(MODULE) bash scripts/test-matrix.sh redis-server -- $(RM_CALL_TESTS) $(PYTEST_ARGS)
+
 FUZZ_RUNS ?= 100000
 FUZZ_SECONDS ?= 300
 
@@ -81,7 +91,7 @@ leak-check: build venv servers
 leak-smoke: build venv servers
 	LEAK_ALLOW_LOAD_TIME=1 LEAK_TESTS=tests/test_fuzz_commands.py bash tools/reliability/leak-check.sh
 
-test: unit fuzz-smoke leak-smoke integration
+test: unit fuzz-smoke leak-smoke integration integration-rm-call
 
 clean:
 	cargo clean

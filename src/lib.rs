@@ -41,6 +41,7 @@ fn init(ctx: &Context, args: &[redis_module::RedisString]) -> redis_module::Stat
         ctx.log_warning(&e);
         return redis_module::Status::Err;
     }
+    server::key_writes::choose(ctx);
     if create_commands(ctx, &COMMANDS) == redis_module::Status::Err {
         return redis_module::Status::Err;
     }

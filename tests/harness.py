@@ -269,8 +269,10 @@ class RawConnection:
 
 
 class RedisServer:
-    def __init__(self, module_args=(), extra_config=(), load_module=True, module_path=None):
+    def __init__(self, module_args=(), extra_config=(), load_module=True, module_path=None,
+                 env=None):
         self.module_path = module_path or LOCK_MODULE
+        self.env = dict(env or {})  # added to the server's environment
         self.module_args = [str(a) for a in module_args]
         self.extra_config = list(extra_config)  # [(name, value), ...]
         self.load_module = load_module
@@ -320,7 +322,8 @@ class RedisServer:
                 name == "cluster-enabled" and str(v) == "yes" for name, v in self.extra_config))
             self._log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
-                self._argv(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self._argv(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **self.env} if self.env else None,
             )
             if self._wait_ready():
                 self.started = True

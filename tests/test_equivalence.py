@@ -6,7 +6,11 @@ Redis 7.0 settles a foreign free in a timer, 7.2+ and Valkey in a post-notificat
 `EQUIVALENCE_RECORD=1`; any later way of writing must reproduce it exactly.
 
 WATCH/EXEC outcomes are asserted directly: a refused RELEASE must not abort a watcher's EXEC,
-a successful one must."""
+a successful one must.
+
+Both ways of writing run: the key API (every server tested here has it) and RM_Call, which
+servers without `RedisModule_SetAbsExpire` (Redis 7.0.0-7.0.4) use; `REDIS_LOCK_RM_CALL_WRITES=1`
+in the server's environment makes the module take that path."""
 
 import glob
 import json
@@ -155,9 +159,24 @@ ACTIONS = {
 }
 
 
-def observe(make_server, action):
-    s = make_server(extra_config=[("appendonly", "yes"), ("appendfsync", "always"),
-                                  ("notify-keyspace-events", "KEA")])
+WRITES = {
+    "key-api": ({}, "lock: LOCK.* commands write through the key API"),
+    "rm-call": ({"REDIS_LOCK_RM_CALL_WRITES": "1"},
+                "lock: LOCK.* commands write through RM_Call (REDIS_LOCK_RM_CALL_WRITES=1)"),
+}
+
+
+def start(make_server, writes, extra_config):
+    """A server whose module writes the way `writes` names (checked in its log)."""
+    env, logged = WRITES[writes]
+    s = make_server(extra_config=extra_config, env=env)
+    assert logged in s.log_tail(400), s.log_tail(400)
+    return s
+
+
+def observe(make_server, action, writes="key-api"):
+    s = start(make_server, writes, [("appendonly", "yes"), ("appendfsync", "always"),
+                                    ("notify-keyspace-events", "KEA")])
     c = s.client()
     setup, act = ACTIONS[action]
     setup(s, c)
@@ -172,9 +191,12 @@ def observe(make_server, action):
     return family(c), {"events": events, "aof": aof, "dirty": dirty}
 
 
+@pytest.mark.parametrize("writes", sorted(WRITES))
 @pytest.mark.parametrize("action", sorted(ACTIONS), ids=sorted(ACTIONS))
-def test_writes_look_like_the_rm_call_build(make_server, action):
-    fam, seen = observe(make_server, action)
+def test_writes_look_like_the_rm_call_build(make_server, action, writes):
+    if RECORD and writes != "rm-call":
+        pytest.skip("the reference is recorded from the RM_Call writes")
+    fam, seen = observe(make_server, action, writes)
     fixtures = json.load(open(FIXTURE)) if os.path.exists(FIXTURE) else {}
     if RECORD:
         fixtures.setdefault(fam, {})[action] = seen
@@ -188,7 +210,9 @@ def test_writes_look_like_the_rm_call_build(make_server, action):
     assert seen == fixtures[fam][action]
 
 
-def test_watch_sees_only_real_releases(server):
+@pytest.mark.parametrize("writes", sorted(WRITES))
+def test_watch_sees_only_real_releases(make_server, writes):
+    server = start(make_server, writes, [])
     c = server.client()
     c.execute_command("LOCK.ACQUIRE", "n", "ID", "a")
     watcher = server.client()

@@ -17,14 +17,42 @@
 //! the hash tag the commands require). Timers and jobs keep RM_Call (see `keyspace.rs`).
 
 use std::os::raw::{c_char, c_int, c_longlong};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::{raw, Context, KeyType, RedisString};
 
 use crate::engine::keyspace::{KeyResult, KeyspaceError};
 
+/// Set at load: LOCK.* commands write through the key API (else through RM_Call).
+static KEY_API: AtomicBool = AtomicBool::new(false);
+
+/// The environment variable that makes the module write through RM_Call on a server that has
+/// the whole key API: how the tests run the writes that Redis 7.0.0–7.0.4 gets.
+pub const FORCE_RM_CALL_ENV: &str = "REDIS_LOCK_RM_CALL_WRITES";
+
+/// Chooses, once at load, how LOCK.* commands write, and logs the choice.
+pub fn choose(ctx: &Context) {
+    let forced = std::env::var_os(FORCE_RM_CALL_ENV).is_some_and(|v| v == "1");
+    let key_api = !forced && server_has_key_api();
+    KEY_API.store(key_api, Ordering::Relaxed);
+    let how = match (key_api, forced) {
+        (true, _) => "through the key API".to_string(),
+        (false, true) => format!("through RM_Call ({FORCE_RM_CALL_ENV}=1)"),
+        (false, false) => {
+            "through RM_Call (this server has no RedisModule_SetAbsExpire)".to_string()
+        }
+    };
+    ctx.log_notice(&format!("lock: LOCK.* commands write {how}"));
+}
+
+/// True when LOCK.* commands write through the key API (see [`choose`]).
+pub fn available() -> bool {
+    KEY_API.load(Ordering::Relaxed)
+}
+
 /// True when the running server has every function these writes use. `SetAbsExpire` is missing
 /// on Redis 7.0.0–7.0.4: the caller then writes through RM_Call instead.
-pub fn available() -> bool {
+fn server_has_key_api() -> bool {
     // SAFETY (each): copies a function pointer the module API filled in at load time.
     let present = [
         unsafe { raw::RedisModule_OpenKey }.is_some(),
