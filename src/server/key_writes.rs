@@ -117,15 +117,21 @@ impl<'a> WriteKey<'a> {
     }
 
     /// Sets the string value as `SET` does, without its expiry (the caller sets or clears it).
-    /// An existing string is rewritten in place: `StringSet` would delete and re-add the key,
-    /// which fires a `new` event that `SET` of an existing key does not.
+    /// The value is written as a raw string (a missing key is created by `StringTruncate` at
+    /// the value's size, an existing string is resized in place), never as the embedded string
+    /// `StringSet` of a short module string makes: reading an embedded string with `StringDMA`
+    /// copies it into a new raw one first, even for a read (RELEASE's owner check would pay
+    /// that on every lock). In place also because `StringSet` deletes and re-adds an existing
+    /// key, which fires a `new` event that `SET` of an existing key does not.
     fn set_string(&self, value: &[u8]) -> KeyResult<()> {
-        if self.key_type() == KeyType::String {
-            return self.rewrite_string(value);
-        }
-        if self.key_type() != KeyType::Empty {
+        let kind = self.key_type();
+        if kind != KeyType::String && kind != KeyType::Empty {
             self.delete()?; // SET replaces a key of any type
         }
+        if !value.is_empty() || kind == KeyType::String {
+            return self.rewrite_string(value);
+        }
+        // An empty value for a missing key: StringTruncate(0) would not create the key.
         // The server keeps this object as the value (StringSet takes a reference): it is
         // never touched again here, and dropping our handle only gives back our reference.
         let value = RedisString::create_from_slice(self.ctx.ctx, value);
@@ -136,7 +142,9 @@ impl<'a> WriteKey<'a> {
         )
     }
 
-    /// Replaces the bytes of the existing string value (the server unshares it first).
+    /// Makes the value exactly `value`: resizes the string (creating a missing key as a raw
+    /// string of that size; an embedded or shared one is first copied into a raw one), then
+    /// writes the bytes in place.
     fn rewrite_string(&self, value: &[u8]) -> KeyResult<()> {
         // SAFETY: handle is an open WRITE key holding a string.
         ok(
