@@ -42,8 +42,9 @@ def blpop_waiting(c, client_id) -> bool:
     return False
 
 
-def python_waiter(server, name, protocol, timeout=10):
-    """A python-redis-lock acquire(timeout=...) in the background, confirmed in BLPOP.
+def python_waiter(server, name, protocol, timeout=10, db=0):
+    """A python-redis-lock acquire(timeout=...) in the background (in database `db`),
+    confirmed in BLPOP.
 
     Its reply is (acquired, id, wall-clock time acquire() returned)."""
 
@@ -53,7 +54,7 @@ def python_waiter(server, name, protocol, timeout=10):
         return ok, lock.id.encode(), time.time()
 
     c = server.client(protocol=protocol)
-    py = Background(server, fn, protocol=protocol, label=f"python {name}").start()
+    py = Background(server, fn, protocol=protocol, label=f"python {name}", db=db).start()
     wait_until(lambda: py.done.is_set() or blpop_waiting(c, py.client_id),
                message="python waiter in BLPOP")
     assert not py.done.is_set(), (py.reply, py.error)
@@ -356,6 +357,25 @@ def test_swapdb_with_held_lock_keeps_waiting(server, protocol):
     assert w.result() == b"w"
     assert c0.get("lock:n") == b"w"
     assert c1.get("lock:n") is None
+
+
+def test_module_lock_swapped_away_and_back_wakes_a_python_waiter(server, protocol):
+    """The module's grant follows the data: after SWAPDB it is db 1's lock (another command's,
+    as far as the module's records go), and a second SWAPDB that takes it away from db 1 frees
+    it there: db 1's python-redis-lock waiter is signalled instead of sleeping to its timeout."""
+    c0 = server.client(protocol=protocol, db=0)
+    c1 = server.client(protocol=protocol, db=1)
+    c0.execute_command("LOCK.ACQUIRE", "n", "ID", "holder", "EX", "100")
+    assert c0.swapdb(0, 1) is True
+    assert c1.get("lock:n") == b"holder" and c0.get("lock:n") is None
+    py = python_waiter(server, "n", protocol, db=1)
+    assert c0.swapdb(0, 1) is True
+    ok, token, _ = py.result(timeout=4)
+    assert ok is True
+    assert py.elapsed < 4, py.elapsed  # the signal, not its 10 s timeout
+    assert c1.get("lock:n") == token
+    assert c0.get("lock:n") == b"holder"
+    assert c0.execute_command("LOCK.RELEASE", "n", "holder") == b"OK"
 
 
 # ---------------------------------------------------------------------------

@@ -171,6 +171,15 @@ impl Holders {
         self.sessions.clear();
     }
 
+    /// The locks of database `db` the module granted and has not seen freed since.
+    pub fn locks_in(&self, db: i32) -> Vec<LockKey> {
+        self.by_lock
+            .keys()
+            .filter(|key| key.0 == db)
+            .map(|key| (**key).clone())
+            .collect()
+    }
+
     /// Forgets every lock of database `db` (-1: of every database), for a flush.
     pub fn forget_db(&mut self, db: i32) {
         let gone: Vec<LockKey> = self
@@ -233,6 +242,23 @@ mod tests {
         assert_eq!((h.len(), h.contains(&lock(3, "x"))), (1, true));
         h.forget_db(-1);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn locks_in_lists_one_database_until_each_lock_ends() {
+        let mut h = Holders::default();
+        for l in [lock(0, "x"), lock(0, "y"), lock(1, "x")] {
+            h.granted(&l, b"a", None, 1, None);
+        }
+        let sorted = |mut v: Vec<LockKey>| {
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(h.locks_in(0)), vec![lock(0, "x"), lock(0, "y")]);
+        assert_eq!(h.locks_in(1), vec![lock(1, "x")]);
+        assert_eq!(h.locks_in(2), vec![]);
+        h.ended(&lock(0, "y"));
+        assert_eq!(h.locks_in(0), vec![lock(0, "x")]);
     }
 
     fn renewals(h: &mut Holders, now: u64) -> Vec<(String, u64, u64)> {

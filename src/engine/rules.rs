@@ -378,6 +378,11 @@ impl<C, K: Clock> LockTable<C, K> {
         self.holders.forget_db(db);
     }
 
+    /// The locks of database `db` the module granted and has not seen freed since.
+    pub fn held_locks_in(&self, db: i32) -> Vec<LockKey> {
+        self.holders.locks_in(db)
+    }
+
     /// True if the module granted this lock and has not seen it freed since.
     pub fn granted_by_us(&self, lock: &LockKey) -> bool {
         self.holders.contains(lock)

@@ -36,9 +36,11 @@ struct Pending {
 thread_local! {
     static FOREIGN_LOCKS_WITHOUT_SIGNAL: Cell<u64> = const { Cell::new(0) };
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
-    /// Every `lock:<name>` string key that exists, whoever created it (python-redis-lock too),
-    /// per database, kept from notifications and from our own writes. FLUSHDB and SWAPDB send
-    /// no per-key events, so this is how we know which locks they freed.
+    /// The `lock:<name>` string keys other commands created (python-redis-lock's `SET NX`…),
+    /// per database, kept from notifications; the locks the module granted are in the lock
+    /// table's holder records instead (a set insert per grant cost the hot path two hashes and
+    /// a copy of the name). SWAPDB sends no per-key events, so this and those records are how
+    /// we know which locks it may have freed. A database's set goes once it is empty.
     static KNOWN_LOCKS: RefCell<HashMap<i32, HashSet<Vec<u8>>>> = RefCell::new(HashMap::new());
 }
 
@@ -178,8 +180,8 @@ pub fn foreign_locks_without_signal() -> u64 {
     FOREIGN_LOCKS_WITHOUT_SIGNAL.with(Cell::get)
 }
 
-/// `lock:<name>` exists in `db` (also called for the module's own writes).
-pub fn note_lock_exists(db: i32, name: &[u8]) {
+/// `lock:<name>` exists in `db` (written by another command).
+fn note_lock_exists(db: i32, name: &[u8]) {
     KNOWN_LOCKS.with(|known| {
         let mut known = known.borrow_mut();
         let names = known.entry(db).or_default();
@@ -189,11 +191,19 @@ pub fn note_lock_exists(db: i32, name: &[u8]) {
     });
 }
 
-/// `lock:<name>` no longer exists in `db` (also called for the module's own deletes).
+/// `lock:<name>` no longer exists in `db` (also called for the module's own deletes, which
+/// may free a lock another command created). Nothing to hash while no such lock is known.
 pub fn note_lock_gone(db: i32, name: &[u8]) {
     KNOWN_LOCKS.with(|known| {
-        if let Some(names) = known.borrow_mut().get_mut(&db) {
+        let mut known = known.borrow_mut();
+        if known.is_empty() {
+            return;
+        }
+        if let Some(names) = known.get_mut(&db) {
             names.remove(name);
+            if names.is_empty() {
+                known.remove(&db);
+            }
         }
     });
 }
@@ -222,13 +232,18 @@ pub fn on_flush(ctx: &Context, db: i32) {
 }
 
 /// SWAPDB sends no per-key events either. Waiters (module and python) stay on their database,
-/// whose contents changed: settle every lock known in either database, then let the known set
-/// follow the data to its new database.
+/// whose contents changed: settle every lock known in either database (other commands' locks,
+/// and the module's grants), then let the known set follow the data to its new database (the
+/// module's grants there are other commands' locks now: its records are of the old database).
 pub fn on_swapdb(ctx: &Context, first: i32, second: i32) {
+    let granted_in = |db: i32| with_table(|t| t.held_locks_in(db)).unwrap_or_default();
+    let (granted_first, granted_second) = (granted_in(first), granted_in(second));
     let mut locks: HashSet<LockKey> = KNOWN_LOCKS.with(|known| {
         let mut known = known.borrow_mut();
-        let in_first = known.remove(&first).unwrap_or_default();
-        let in_second = known.remove(&second).unwrap_or_default();
+        let mut in_first = known.remove(&first).unwrap_or_default();
+        in_first.extend(granted_first.into_iter().map(|(_, name)| name));
+        let mut in_second = known.remove(&second).unwrap_or_default();
+        in_second.extend(granted_second.into_iter().map(|(_, name)| name));
         let moved: HashSet<LockKey> = in_first
             .iter()
             .map(|name| (first, name.clone()))

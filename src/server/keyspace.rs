@@ -352,8 +352,9 @@ impl Keyspace for RedisKeyspace<'_> {
     fn set_owner(&mut self, name: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> KeyResult<()> {
         self.set_string(Layout::Lock, name, owner, ttl_ms)?;
         let ttl = ttl_ms.map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        // Not noted in events' set of existing locks: every grant is in the table's holder
+        // records (see `events::on_swapdb`).
         self.wrote_lock(name, ttl);
-        events::note_lock_exists(selected_db(self.ctx), name);
         Ok(())
     }
 
