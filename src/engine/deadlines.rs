@@ -1,7 +1,8 @@
 //! The deadlines the server watches, and when its one module timer must fire.
 //!
-//! A lock with an expiry and someone to serve at its deadline is checked just after that
-//! deadline (see `server::deadlines`). One module timer serves every lock: it is armed for the
+//! A lock with an expiry and module waiters to serve at its deadline is checked just after that
+//! deadline (see `server::deadlines`; the module's own grants that nobody waits for keep their
+//! check in the grant record, `expiries`). One module timer serves every lock: it is armed for the
 //! earliest check due, and a lock that stops needing a check only leaves this schedule. The
 //! timer is moved only when a check comes due earlier than it fires, and stopped when nothing is
 //! left to check (MODULE UNLOAD refuses pending timers, and an idle server keeps none). A
@@ -31,6 +32,18 @@ struct Watch {
     deadline: u64,
     due: u64,
     seq: u64,
+}
+
+/// What the module timer, armed to fire at `armed` (None: not armed), must do when the
+/// earliest check due is `next_due` (None: nothing to check).
+pub fn timer_change(next_due: Option<u64>, armed: Option<u64>) -> TimerChange {
+    match (next_due, armed) {
+        (None, None) => TimerChange::Keep,
+        (None, Some(_)) => TimerChange::Stop,
+        // It fires first; then it is re-armed for what is due next.
+        (Some(due), Some(at)) if at <= due => TimerChange::Keep,
+        (Some(due), _) => TimerChange::Arm(due),
+    }
 }
 
 #[derive(Default)]
@@ -107,13 +120,7 @@ impl DeadlineSchedule {
 
     /// What the module timer, armed to fire at `armed` (None: not armed), must do now.
     pub fn timer_change(&self, armed: Option<u64>) -> TimerChange {
-        match (self.next_due(), armed) {
-            (None, None) => TimerChange::Keep,
-            (None, Some(_)) => TimerChange::Stop,
-            // It fires first; then it is re-armed for what is due next.
-            (Some(due), Some(at)) if at <= due => TimerChange::Keep,
-            (Some(due), _) => TimerChange::Arm(due),
-        }
+        timer_change(self.next_due(), armed)
     }
 
     pub fn len(&self) -> usize {

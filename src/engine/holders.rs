@@ -3,8 +3,10 @@
 //! SESSION binding of a lock, which lives and dies with its grant record.
 
 use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::rc::Rc;
 
+use super::expiries::ExpiryIndex;
 use super::queue::LockKey;
 use super::sessions::{renew_interval_ms, Binding, Lease, SessionIndex, SharedKey};
 
@@ -19,6 +21,8 @@ pub struct Holder {
     /// Set while the lock is a SESSION lock bound to `client_id`'s connection (boxed: a plain
     /// lock pays one pointer for it).
     lease: Option<Box<Lease>>,
+    /// The deadline (server ms) whose check is in `expiries`, while it is there.
+    expiry: Option<NonZeroU64>,
 }
 
 /// The locks the module granted and has not seen freed since. Bounded by the locks held.
@@ -26,6 +30,7 @@ pub struct Holder {
 pub struct Holders {
     by_lock: HashMap<SharedKey, Holder>,
     sessions: SessionIndex,
+    expiries: ExpiryIndex,
 }
 
 impl Holders {
@@ -39,10 +44,23 @@ impl Holders {
         now_ms: u64,
         session_lease: Option<u64>,
     ) {
-        let key = match self.by_lock.get_key_value(lock) {
-            Some((key, _)) => {
-                let key = Rc::clone(key);
-                self.unbind(lock); // a re-grant over our own record
+        self.granted_until(lock, owner, client_id, now_ms, session_lease, None);
+    }
+
+    /// [`granted`](Self::granted), and with `expiry` (the lock's deadline, server ms) the check
+    /// of that deadline is scheduled in the expiry index until the grant ends.
+    pub fn granted_until(
+        &mut self,
+        lock: &LockKey,
+        owner: &[u8],
+        client_id: Option<u64>,
+        now_ms: u64,
+        session_lease: Option<u64>,
+        expiry: Option<u64>,
+    ) {
+        let key = match self.by_lock.remove_entry(lock) {
+            Some((key, old)) => {
+                self.unlink(&key, old); // a re-grant over our own record
                 key
             }
             None => Rc::new(lock.clone()),
@@ -55,22 +73,92 @@ impl Holders {
             }
             _ => None,
         };
+        let expiry = expiry.and_then(NonZeroU64::new);
+        if let Some(deadline) = expiry {
+            self.expiries.add(&key, deadline.get());
+        }
         let holder = Holder {
             owner: owner.to_vec(),
             client_id,
             since_ms: now_ms,
             lease,
+            expiry,
         };
         self.by_lock.insert(key, holder);
     }
 
-    /// The lock stopped being held by whoever the module granted it to (a binding ends with it).
+    /// The lock stopped being held by whoever the module granted it to (a binding ends with it,
+    /// and so does the check of its expiry).
     pub fn ended(&mut self, lock: &LockKey) -> Option<Holder> {
         let (key, mut holder) = self.by_lock.remove_entry(lock)?;
         if let (Some(lease), Some(client_id)) = (holder.lease.take(), holder.client_id) {
             self.sessions.remove(&key, client_id, *lease);
         }
+        if let Some(deadline) = holder.expiry.take() {
+            self.expiries.remove(&key, deadline.get());
+        }
         Some(holder)
+    }
+
+    /// Drops what links a record that is being replaced to the indexes.
+    fn unlink(&mut self, key: &SharedKey, mut old: Holder) {
+        if let (Some(lease), Some(client_id)) = (old.lease.take(), old.client_id) {
+            self.sessions.remove(key, client_id, *lease);
+        }
+        if let Some(deadline) = old.expiry.take() {
+            self.expiries.remove(key, deadline.get());
+        }
+    }
+
+    /// Checks the lock's expiry at `deadline` (None: not at all) instead of any earlier
+    /// deadline. False if the module holds no record of the lock.
+    pub fn watch_expiry(&mut self, lock: &LockKey, deadline: Option<u64>) -> bool {
+        let Some((key, holder)) = self.by_lock.get_key_value(lock) else {
+            return false;
+        };
+        let deadline = deadline.and_then(NonZeroU64::new);
+        if holder.expiry == deadline {
+            return true;
+        }
+        let (key, old) = (Rc::clone(key), holder.expiry);
+        if let Some(old) = old {
+            self.expiries.remove(&key, old.get());
+        }
+        if let Some(new) = deadline {
+            self.expiries.add(&key, new.get());
+        }
+        if let Some(holder) = self.by_lock.get_mut(lock) {
+            holder.expiry = deadline;
+        }
+        true
+    }
+
+    /// None if the module holds no record of the lock; else the deadline whose check is
+    /// scheduled for it, if one is.
+    pub fn watched_expiry(&self, lock: &LockKey) -> Option<Option<u64>> {
+        Some(self.by_lock.get(lock)?.expiry.map(NonZeroU64::get))
+    }
+
+    /// The grants whose expiry check is due at `now_ms`, as (lock, deadline), earliest first;
+    /// they are no longer scheduled.
+    pub fn take_due_expiries(&mut self, now_ms: u64) -> Vec<(LockKey, u64)> {
+        let due = self.expiries.take_due(now_ms);
+        for (lock, _) in &due {
+            if let Some(holder) = self.by_lock.get_mut(lock) {
+                holder.expiry = None;
+            }
+        }
+        due
+    }
+
+    /// When the earliest expiry check is due.
+    pub fn next_expiry_due(&self) -> Option<u64> {
+        self.expiries.next_due()
+    }
+
+    /// Number of grants whose expiry check is scheduled.
+    pub fn watched_expiries(&self) -> usize {
+        self.expiries.len()
     }
 
     /// The lock stopped being its bound connection's: forget the binding, keep the record.
@@ -242,6 +330,70 @@ mod tests {
         assert_eq!((h.len(), h.contains(&lock(3, "x"))), (1, true));
         h.forget_db(-1);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn an_expiry_check_lives_and_dies_with_its_grant() {
+        type Step = fn(&mut Holders, &LockKey);
+        /// What happens after x is granted with its check at 100, x's check then (None: no
+        /// record), the deadlines due at 1000.
+        type Case = (&'static str, Step, Option<Option<u64>>, Vec<u64>);
+        let table: &[Case] = &[
+            ("nothing", |_, _| {}, Some(Some(100)), vec![100, 200]),
+            ("ended", |h, l| drop(h.ended(l)), None, vec![200]),
+            (
+                "re-granted without a check",
+                |h, l| h.granted(l, b"b", None, 5, None),
+                Some(None),
+                vec![200],
+            ),
+            (
+                "re-granted with another",
+                |h, l| h.granted_until(l, b"b", None, 5, None, Some(300)),
+                Some(Some(300)),
+                vec![200, 300],
+            ),
+            (
+                "moved earlier",
+                |h, l| assert!(h.watch_expiry(l, Some(50))),
+                Some(Some(50)),
+                vec![50, 200],
+            ),
+            (
+                "unwatched",
+                |h, l| assert!(h.watch_expiry(l, None)),
+                Some(None),
+                vec![200],
+            ),
+            ("flushed", |h, _| h.forget_db(0), None, vec![]),
+        ];
+        for (what, step, then, due) in table {
+            let mut h = Holders::default();
+            let x = lock(0, "x");
+            h.granted_until(&x, b"a", None, 1, None, Some(100));
+            h.granted_until(&lock(0, "y"), b"a", None, 1, None, Some(200));
+            step(&mut h, &x);
+            assert_eq!(h.watched_expiry(&x), *then, "{what}");
+            assert_eq!(h.watched_expiries(), due.len(), "{what}");
+            let got: Vec<u64> = h
+                .take_due_expiries(1000)
+                .into_iter()
+                .map(|(_, d)| d)
+                .collect();
+            assert_eq!(&got, due, "{what}");
+            assert_eq!(h.next_expiry_due(), None, "{what}");
+            if *then == Some(Some(100)) {
+                assert_eq!(
+                    h.watched_expiry(&x),
+                    Some(None),
+                    "{what}: taken out when due"
+                );
+            }
+        }
+        assert!(
+            !Holders::default().watch_expiry(&lock(0, "x"), Some(1)),
+            "no record"
+        );
     }
 
     #[test]

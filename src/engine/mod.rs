@@ -6,6 +6,7 @@
 //! `crate::server` implements both traits on top of the real server.
 
 pub mod deadlines;
+pub mod expiries;
 pub mod fence;
 pub mod holders;
 pub mod keyspace;

@@ -72,8 +72,10 @@ pub struct LockTable<C, K> {
     /// Whether lock events are recorded (nobody reads them while the server sends no module
     /// keyspace events: each would cost a copy of the name).
     record_events: bool,
-    /// Whom and when the module granted each lock it knows to be held, and which of them are
-    /// SESSION locks bound to a connection.
+    /// Whether a grant with an expiry schedules the check of its deadline (see `expiry_watch`).
+    watch_expiries: bool,
+    /// Whom and when the module granted each lock it knows to be held, which of them are
+    /// SESSION locks bound to a connection, and whose expiry is checked at the deadline.
     holders: Holders,
     clock: K,
     pub stats: Stats,
@@ -86,6 +88,7 @@ impl<C, K: Clock> LockTable<C, K> {
             wakeups: Vec::new(),
             events: Vec::new(),
             record_events: true,
+            watch_expiries: false,
             holders: Holders::default(),
             clock,
             stats: Stats::default(),
@@ -173,6 +176,7 @@ impl<C, K: Clock> LockTable<C, K> {
         ks.set_ttl(name, ttl_ms)?;
         let now = self.clock.now_ms();
         self.holders.set_lease(lock, ttl_ms, now);
+        self.extended(lock, now, ttl_ms);
         Ok(())
     }
 
@@ -421,8 +425,15 @@ impl<C, K: Clock> LockTable<C, K> {
     fn record_grant(&mut self, lock: &LockKey, args: &AcquireArgs) {
         let now = self.clock.now_ms();
         let session_lease = args.ttl_ms.filter(|_| args.session);
-        self.holders
-            .granted(lock, &args.owner, args.client_id, now, session_lease);
+        let expiry = self.expiry_to_watch(now, args.ttl_ms);
+        self.holders.granted_until(
+            lock,
+            &args.owner,
+            args.client_id,
+            now,
+            session_lease,
+            expiry,
+        );
     }
 
     /// The lock stops being held by its current owner: record how long it was held; a session
@@ -520,6 +531,7 @@ fn hand_off_error(server_error: &str) -> String {
     }
 }
 
+pub mod expiry_watch;
 pub mod session_rules;
 #[cfg(test)]
 mod tests;

@@ -6,9 +6,12 @@
 //! it on the spot (lazy expiry, propagated as DEL), and in the same callback hands the lock to
 //! the head waiter, or signals python waiters when there is none.
 //!
-//! One module timer serves every lock (`engine::deadlines`): it is armed for the earliest check,
-//! moved only when an earlier one comes, and stopped when none is left, so a grant and its
-//! release only add and remove a schedule entry.
+//! One module timer serves every lock: it is armed for the earliest check, moved only when an
+//! earlier one comes, and stopped when none is left. The checks come from two places:
+//! - locks with module waiters (whoever holds them): our schedule (`engine::deadlines`);
+//! - with `signal yes`, locks the module granted that nobody waits for: the lock table, which
+//!   keeps the deadline in the grant's record (`engine::expiries`), so the usual grant and
+//!   release pay no schedule lookups. A lock in both is checked from the schedule.
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -20,7 +23,8 @@ use super::events::{write_permission, WritePermission};
 use super::keyspace::RedisKeyspace;
 use super::state::{select_db, with_table, ServerClock};
 use crate::config::{signal_enabled, signal_expire_ms};
-use crate::engine::deadlines::{DeadlineSchedule, TimerChange};
+use crate::engine::deadlines::{timer_change, DeadlineSchedule, TimerChange};
+use crate::engine::expiries::due_of;
 use crate::engine::{Clock, FreedBy, Keyspace, LockKey};
 
 /// What the module timer carries: nothing (the schedule says what is due). `stop_timer` must be
@@ -60,27 +64,67 @@ pub fn watch_new_waiter(ctx: &Context, lock: &LockKey) {
 
 /// [`watch`] when the caller knows the lock's TTL (PTTL's answer), because it just wrote it.
 pub fn watch_with_ttl(ctx: &Context, lock: &LockKey, ttl: i64) {
-    if ttl < 0 || !worth_watching(lock) {
+    if ttl < 0 {
+        // No expiry: nothing happens at the old deadline. Deleted: our grant's record (and its
+        // check) ended with it; the settle step handles waiters.
         unwatch(ctx, lock);
         return;
     }
     watch_ttl(ctx, lock, ttl);
 }
 
+/// Where the check of the lock's deadline (`ttl` ms from now) goes: our schedule while module
+/// waiters queue on it, the table's record of our grant while only python waiters could care,
+/// nowhere otherwise. A check already due for an earlier or equal deadline stays: it comes first
+/// and re-watches the lock.
 fn watch_ttl(ctx: &Context, lock: &LockKey, ttl: i64) {
     if ttl < 0 {
-        // No expiry: nothing happens at the old deadline. Already free: the settle step
-        // handles that.
         unwatch(ctx, lock);
         return;
     }
     let deadline = ServerClock.now_ms() + ttl as u64;
-    let earlier = SCHEDULE.with(|s| s.borrow().deadline_of(lock).is_some_and(|d| d <= deadline));
-    if earlier {
-        return; // that check comes first and re-watches the lock
+    let signal = signal_enabled();
+    // One visit to the table: module waiters first; else, with `signal yes`, our grant's check
+    // (the grant itself scheduled it, so usually nothing changes).
+    let place = with_table(|t| {
+        if t.waiters().has_waiters(lock) {
+            return Place::Schedule;
+        }
+        if signal {
+            match t.watched_grant_expiry(lock) {
+                Some(Some(d)) if d <= deadline => return Place::Nowhere,
+                Some(_) => {
+                    t.watch_grant_expiry(lock, Some(deadline));
+                    return Place::Granted;
+                }
+                None => {}
+            }
+        }
+        Place::Nowhere
+    })
+    .unwrap_or(Place::Nowhere);
+    match place {
+        Place::Schedule => {
+            let earlier =
+                SCHEDULE.with(|s| s.borrow().deadline_of(lock).is_some_and(|d| d <= deadline));
+            if !earlier {
+                schedule_check(ctx, lock, deadline, due_of(deadline));
+            }
+        }
+        Place::Granted => unwatch(ctx, lock),
+        Place::Nowhere => unwatch(ctx, lock),
     }
-    // Keys expire when now > deadline, so check 1 ms after it.
-    schedule_check(ctx, lock, deadline, deadline + 1);
+}
+
+/// Where [`watch_ttl`] put a lock's check.
+enum Place {
+    /// Our schedule: module waiters queue on the lock.
+    Schedule,
+    /// Our grant's record, just moved to this deadline.
+    Granted,
+    /// Nowhere new: nobody to serve at the deadline, or our grant's record already has a check
+    /// due first.
+    Nowhere,
 }
 
 /// Schedules the check of `lock` (for `deadline`) at `due`, in place of an earlier one.
@@ -89,17 +133,23 @@ fn schedule_check(ctx: &Context, lock: &LockKey, deadline: u64, due: u64) {
     sync_timer(ctx);
 }
 
-/// Stops watching the lock.
+/// Stops watching the lock in our schedule, and moves the timer to what is due first now
+/// (also when only the table changed: a grant that ended took its expiry check along).
 fn unwatch(ctx: &Context, lock: &LockKey) {
-    if SCHEDULE.with(|s| s.borrow_mut().unwatch(lock)) {
-        sync_timer(ctx);
-    }
+    SCHEDULE.with(|s| s.borrow_mut().unwatch(lock));
+    sync_timer(ctx);
 }
 
 /// Arms, moves or stops the module timer as the schedule now needs.
 fn sync_timer(ctx: &Context) {
     let armed = TIMER.get();
-    let change = SCHEDULE.with(|s| s.borrow().timer_change(armed.map(|(at, _)| at)));
+    let scheduled = SCHEDULE.with(|s| s.borrow().next_due());
+    let granted = with_table(|t| t.next_grant_expiry_due()).unwrap_or(None);
+    let next = match (scheduled, granted) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let change = timer_change(next, armed.map(|(at, _)| at));
     let fire_at = match change {
         TimerChange::Keep => return,
         TimerChange::Stop => None,
@@ -129,7 +179,7 @@ pub fn unwatch_flushed(ctx: &Context, db: i32) {
 
 /// Number of locks whose deadline is watched (INFO, tests).
 pub fn watched_count() -> usize {
-    SCHEDULE.with(|s| s.borrow().len())
+    SCHEDULE.with(|s| s.borrow().len()) + with_table(|t| t.watched_grant_expiries()).unwrap_or(0)
 }
 
 /// Module waiters to grant, or a lock we granted whose expiry python waiters are told about
@@ -144,8 +194,14 @@ fn on_timer(ctx: &Context, _: Payload) {
     TIMER.set(None);
     let now = ServerClock.now_ms();
     let due = SCHEDULE.with(|s| s.borrow_mut().take_due(now));
+    let grants_due = with_table(|t| t.take_due_grant_expiries(now)).unwrap_or_default();
     for (lock, deadline) in due {
         check(ctx, &lock, deadline);
+    }
+    for (lock, deadline) in grants_due {
+        if !SCHEDULE.with(|s| s.borrow().contains(&lock)) {
+            check(ctx, &lock, deadline);
+        }
     }
     sync_timer(ctx);
 }

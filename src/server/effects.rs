@@ -12,6 +12,7 @@ use super::key_names::KeyNames;
 use super::keyspace::RedisKeyspace;
 use super::sessions;
 use super::state::{with_table, Table};
+use crate::config::signal_enabled;
 use crate::engine::{LockEvent, LockKey};
 use crate::error::LockError;
 use crate::keys::lock_key;
@@ -65,6 +66,7 @@ fn apply_with<R>(
 ) -> Result<R, LockError> {
     let (result, wakeups, events, next_renewal) = with_table(|t| {
         t.record_events(module_events_enabled());
+        t.watch_expiries(signal_enabled());
         let result = op(t, &mut keyspace);
         (
             result,

@@ -630,6 +630,7 @@ fn timeouts_disconnects_and_errors_are_counted() {
     let st = &s.table.stats;
     assert_eq!((st.timeouts, st.disconnected_waiters, st.errors), (1, 1, 1));
 }
+mod expiries;
 mod sessions;
 
 #[test]
