@@ -426,7 +426,7 @@ impl<C, K: Clock> LockTable<C, K> {
         let now = self.clock.now_ms();
         let session_lease = args.ttl_ms.filter(|_| args.session);
         let expiry = self.expiry_to_watch(now, args.ttl_ms);
-        self.holders.granted_until(
+        self.holders.granted(
             lock,
             &args.owner,
             args.client_id,
