@@ -22,9 +22,9 @@ from harness import RedisServer  # noqa: E402
 def make_server():
     servers = []
 
-    def factory(*module_args, extra_config=(), load_module=True):
+    def factory(*module_args, extra_config=(), load_module=True, env=None):
         s = RedisServer(module_args=module_args, extra_config=extra_config,
-                        load_module=load_module)
+                        load_module=load_module, env=env)
         servers.append(s)
         return s.start()
 
