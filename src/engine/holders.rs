@@ -47,8 +47,8 @@ impl Holders {
         expiry: Option<u64>,
     ) {
         let key = match self.by_lock.remove_entry(lock) {
-            Some((key, old)) => {
-                self.unlink(&key, old); // a re-grant over our own record
+            Some((key, mut old)) => {
+                self.unlink(&key, &mut old); // a re-grant over our own record
                 key
             }
             None => Rc::new(lock.clone()),
@@ -79,17 +79,13 @@ impl Holders {
     /// and so does the check of its expiry).
     pub fn ended(&mut self, lock: &LockKey) -> Option<Holder> {
         let (key, mut holder) = self.by_lock.remove_entry(lock)?;
-        if let (Some(lease), Some(client_id)) = (holder.lease.take(), holder.client_id) {
-            self.sessions.remove(&key, client_id, *lease);
-        }
-        if let Some(deadline) = holder.expiry.take() {
-            self.expiries.remove(&key, deadline.get());
-        }
+        self.unlink(&key, &mut holder);
         Some(holder)
     }
 
-    /// Drops what links a record that is being replaced to the indexes.
-    fn unlink(&mut self, key: &SharedKey, mut old: Holder) {
+    /// Drops what links a record that ends or is replaced to the indexes (its session binding,
+    /// its expiry check).
+    fn unlink(&mut self, key: &SharedKey, old: &mut Holder) {
         if let (Some(lease), Some(client_id)) = (old.lease.take(), old.client_id) {
             self.sessions.remove(key, client_id, *lease);
         }
