@@ -235,6 +235,62 @@ def test_watch_sees_only_real_releases(make_server, writes):
     assert c.get("x") == b"1"
 
 
+# (what happens before, the command, the key a client WATCHes meanwhile, whether its EXEC is
+# aborted). A command that only reads a key (a refused or no-op command, a key it checks but
+# does not write) must leave a watcher's EXEC alone, whichever way it opened the key; each key a
+# command writes must abort it, as the plain command's write does.
+WATCH_CASES = [
+    ("acquire free", [], ["LOCK.ACQUIRE", "{n}", "ID", "a"], "lock:{n}", True),
+    ("acquire free, signal key", [], ["LOCK.ACQUIRE", "{n}", "ID", "a"], "lock-signal:{n}", False),
+    ("acquire busy", [["LOCK.ACQUIRE", "{n}", "ID", "a"]],
+     ["LOCK.ACQUIRE", "{n}", "ID", "b", "NOWAIT"], "lock:{n}", False),
+    ("acquire busy, signal key", [["LOCK.ACQUIRE", "{n}", "ID", "a"]],
+     ["LOCK.ACQUIRE", "{n}", "ID", "b", "NOWAIT"], "lock-signal:{n}", False),
+    ("acquire fence", [], ["LOCK.ACQUIRE", "{n}", "ID", "a", "FENCE"], "lock-fence:{n}", True),
+    ("acquire busy fence", [["LOCK.ACQUIRE", "{n}", "ID", "a", "FENCE"]],
+     ["LOCK.ACQUIRE", "{n}", "ID", "b", "NOWAIT", "FENCE"], "lock-fence:{n}", False),
+    ("release", [["LOCK.ACQUIRE", "{n}", "ID", "a"]], ["LOCK.RELEASE", "{n}", "a"],
+     "lock-signal:{n}", True),
+    ("release refused, signal key", [["LOCK.ACQUIRE", "{n}", "ID", "a"]],
+     ["LOCK.RELEASE", "{n}", "b"], "lock-signal:{n}", False),
+    ("extend", [["LOCK.ACQUIRE", "{n}", "ID", "a", "PX", "50000"]],
+     ["LOCK.EXTEND", "{n}", "a", "PX", "60000"], "lock:{n}", True),
+    ("extend, signal key", [["LOCK.ACQUIRE", "{n}", "ID", "a", "PX", "50000"]],
+     ["LOCK.EXTEND", "{n}", "a", "PX", "60000"], "lock-signal:{n}", False),
+    ("extend refused", [["LOCK.ACQUIRE", "{n}", "ID", "a", "PX", "50000"]],
+     ["LOCK.EXTEND", "{n}", "b", "PX", "60000"], "lock:{n}", False),
+    ("owner", [["LOCK.ACQUIRE", "{n}", "ID", "a"]], ["LOCK.OWNER", "{n}"], "lock:{n}", False),
+    ("reset", [["LOCK.ACQUIRE", "{n}", "ID", "a"]], ["LOCK.RESET", "{n}"], "lock:{n}", True),
+]
+
+
+@pytest.mark.parametrize("writes", sorted(WRITES))
+def test_watch_is_aborted_exactly_by_the_keys_written(make_server, writes):
+    server = start(make_server, writes, [])
+    c = server.client()
+    watcher = server.client()
+    wrong = []
+    for i, (case, before, command, watched, aborted) in enumerate(WATCH_CASES):
+        name = f"w{i}"
+        for setup in before:
+            c.execute_command(*[a.format(n=name) for a in setup])
+        p = watcher.pipeline(transaction=True)
+        p.watch(watched.format(n=name))
+        try:
+            c.execute_command(*[a.format(n=name) for a in command])
+        except Exception:  # a refused command: its error is not what this test looks at
+            pass
+        p.multi()
+        p.set("x", case)
+        try:
+            went_through = p.execute() == [True]
+        except Exception:  # redis.WatchError
+            went_through = False
+        if went_through == aborted:
+            wrong.append((case, "went through" if went_through else "aborted"))
+    assert wrong == []
+
+
 def test_overwrites_fire_what_set_fires_including_new(make_server):
     """With the `new` class on too (not part of `A`): a hand-off overwrites the lock key the way
     `SET k v PX` overwrites an existing key (no `new` event; the key API's StringSet would

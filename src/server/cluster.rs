@@ -26,6 +26,7 @@ use super::blocking::deliver;
 use super::effects::apply;
 use super::events::{subscribe_server_event, write_permission, WritePermission};
 use super::keyspace::lock_key_exists;
+use super::module_options;
 use super::state::{select_db, with_table};
 use crate::error::{is_routing_refusal, LockError};
 use crate::keys::lock_key;
@@ -192,13 +193,7 @@ pub fn declare_atomic_slot_migration(ctx: &Context) -> Status {
         ctx.log_warning("lock: atomic slot migration event not available: not declaring support");
         return Status::Ok;
     }
-    // SAFETY: called from OnLoad with its live context; the pointer is checked. No other option
-    // of this module is set: the whole mask is this one bit.
-    unsafe {
-        if let Some(set_options) = raw::RedisModule_SetModuleOptions {
-            set_options(ctx.ctx, OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION);
-        }
-    }
+    module_options::add(ctx, OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION);
     ctx.log_notice("lock: declared support for atomic slot migration");
     Status::Ok
 }

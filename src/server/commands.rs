@@ -72,15 +72,26 @@ fn permit(
     )
 }
 
-/// Runs a rules operation and carries out its decisions (see `effects::apply`), reusing the key
-/// names the ACL check made.
+/// Runs a writing command's rules operation and carries out its decisions (see
+/// `effects::apply`), reusing the key names the ACL check made.
 fn run<R>(
     ctx: &Context,
     lock: &LockKey,
     names: KeyNames,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> Result<R, LockError>,
 ) -> Result<R, LockError> {
-    apply_in_command(ctx, lock, names, op)?
+    apply_in_command(ctx, lock, names, true, op)?
+}
+
+/// [`run`] for a read-only command (LOCK.OWNER, LOCK.INFO): its keys are opened for reading,
+/// which on a replica leaves an expired key to the primary's DEL.
+fn run_reading<R>(
+    ctx: &Context,
+    lock: &LockKey,
+    names: KeyNames,
+    op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> Result<R, LockError>,
+) -> Result<R, LockError> {
+    apply_in_command(ctx, lock, names, false, op)?
 }
 
 /// Lock writes only on a primary. A replica, even a writable one (`replica-read-only no`), must
@@ -205,7 +216,7 @@ pub fn owner(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     let name = request::parse_name_only(after_name(args))?;
     permit(ctx, &flags, &mut names, LockCommand::Read, &name)?;
     let lock = lock_of(ctx, &flags, name)?;
-    let info = run(ctx, &lock, names, |t, ks| t.info(ks, &lock))?;
+    let info = run_reading(ctx, &lock, names, |t, ks| t.info(ks, &lock))?;
     Ok(info
         .owner
         .map_or(RedisValue::Null, RedisValue::StringBuffer))
@@ -333,7 +344,7 @@ pub fn info(ctx: &Context, args: &[&[u8]]) -> RedisResult {
     // (not null, which would mean "never issued") for one that may not.
     let show_fence = caller.may_read(ctx, &name, &info_optional_read());
     let lock = lock_of(ctx, &flags, name)?;
-    let info = run(ctx, &lock, names, |t, ks| t.info(ks, &lock))?;
+    let info = run_reading(ctx, &lock, names, |t, ks| t.info(ks, &lock))?;
     let mut map = BTreeMap::new();
     map.insert(
         RedisValueKey::String("owner".into()),

@@ -41,17 +41,19 @@ enum Watch {
 }
 
 /// [`apply`] inside a LOCK.* command: writes through the key API where the server has it.
-/// `names` are the lock's key names the command already made (its ACL check).
+/// `names` are the lock's key names the command already made (its ACL check); a `writing`
+/// command keeps its keys open for the operation (see `keyspace.rs`).
 pub fn apply_in_command<R>(
     ctx: &Context,
     lock: &LockKey,
     names: KeyNames,
+    writing: bool,
     op: impl FnOnce(&mut Table, &mut RedisKeyspace) -> R,
 ) -> Result<R, LockError> {
     apply_with(
         ctx,
         lock,
-        RedisKeyspace::in_command(ctx, names),
+        RedisKeyspace::in_command(ctx, names, writing),
         Watch::Written,
         op,
     )

@@ -27,6 +27,11 @@ impl Layout {
             .find(|layout| layout.prefix() == prefix)
     }
 
+    /// 0, 1, 2: for tables with one entry per layout.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn prefix(self) -> &'static [u8] {
         match self {
             Layout::Lock => b"lock:",
@@ -44,6 +49,17 @@ thread_local! {
 impl KeyNames {
     /// The server string `<prefix><name>`, made on first use and reused while `name` is the same.
     pub fn get(&mut self, ctx: &Context, layout: Layout, name: &[u8]) -> &RedisString {
+        self.get_noting_new(ctx, layout, name).0
+    }
+
+    /// As [`get`](Self::get), and true if the string was made now (the layout named another
+    /// lock, or none, before).
+    pub fn get_noting_new(
+        &mut self,
+        ctx: &Context,
+        layout: Layout,
+        name: &[u8],
+    ) -> (&RedisString, bool) {
         let slot = match layout {
             Layout::Lock => &mut self.lock,
             Layout::Signal => &mut self.signal,
@@ -64,6 +80,9 @@ impl KeyNames {
             });
             *slot = Some(key);
         }
-        slot.get_or_insert_with(|| RedisString::create_from_slice(ctx.ctx, prefix))
+        (
+            slot.get_or_insert_with(|| RedisString::create_from_slice(ctx.ctx, prefix)),
+            fresh,
+        )
     }
 }

@@ -9,8 +9,11 @@
 //!   a command's writes go out as one MULTI/EXEC, as with RM_Call;
 //! - `RedisModule_Replicate` counts one change (`server.dirty`) per call, as each plain command
 //!   does; nothing is replicated for a no-op (DEL of a missing key);
-//! - a key is opened for WRITE only when it will be written: closing a WRITE key signals it
-//!   modified (WATCH, client tracking) even if nothing changed.
+//! - each write signals the key modified (WATCH, client tracking) as the plain command does, and
+//!   only a write does: the module sets `NO_IMPLICIT_SIGNAL_MODIFIED`, so a key opened for
+//!   writing and only read (RELEASE by a non-owner, ACQUIRE of a held lock) changes nothing for
+//!   a watcher. That lets a command open each of its keys once, for reading and writing
+//!   (`WriteKey`, kept by `keyspace.rs` for the operation), instead of once per read and write.
 //!
 //! Only for commands: the key API has no cluster check, and inside a command the server has
 //! already routed the name's slot (and `lock:`, `lock-signal:`, `lock-fence:` share it through
@@ -21,6 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::{raw, Context, KeyType, RedisString};
 
+use super::module_options;
+use super::open_key::KeyHandle;
 use crate::engine::keyspace::{KeyResult, KeyspaceError};
 
 /// Set at load: LOCK.* commands write through the key API (else through RM_Call).
@@ -35,6 +40,13 @@ pub fn choose(ctx: &Context) {
     let forced = std::env::var_os(FORCE_RM_CALL_ENV).is_some_and(|v| v == "1");
     let key_api = !forced && server_has_key_api();
     KEY_API.store(key_api, Ordering::Relaxed);
+    if key_api {
+        // Every write signals its key modified itself (`WriteKey::modified`).
+        module_options::add(
+            ctx,
+            raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int,
+        );
+    }
     let how = match (key_api, forced) {
         (true, _) => "through the key API".to_string(),
         (false, true) => format!("through RM_Call ({FORCE_RM_CALL_ENV}=1)"),
@@ -63,6 +75,8 @@ fn server_has_key_api() -> bool {
         unsafe { raw::RedisModule_DeleteKey }.is_some(),
         unsafe { raw::RedisModule_ListPush }.is_some(),
         unsafe { raw::RedisModule_Replicate }.is_some(),
+        unsafe { raw::RedisModule_SignalModifiedKey }.is_some(),
+        unsafe { raw::RedisModule_SetModuleOptions }.is_some(),
         unsafe { raw::RedisModule_NotifyKeyspaceEvent }.is_some(),
         unsafe { raw::RedisModule_Milliseconds }.is_some(),
         unsafe { raw::RedisModule_CreateString }.is_some(),
@@ -76,35 +90,54 @@ fn failed(what: &str) -> KeyspaceError {
     KeyspaceError::Refused(format!("ERR the module could not {what}"))
 }
 
-/// A key opened for writing, closed on drop (which signals it modified).
-struct WriteKey<'a> {
+/// A key opened for reading and writing, closed on drop. Each write method signals the key
+/// modified itself (see the module comment); closing it signals nothing.
+pub struct WriteKey<'a> {
     ctx: &'a Context,
-    key: &'a RedisString,
+    /// The key's name: the handle holds its own reference to it until it is closed.
+    name: *mut raw::RedisModuleString,
     handle: *mut raw::RedisModuleKey,
 }
 
+impl KeyHandle for WriteKey<'_> {
+    fn handle(&self) -> *mut raw::RedisModuleKey {
+        self.handle
+    }
+}
+
 impl<'a> WriteKey<'a> {
-    fn open(ctx: &'a Context, key: &'a RedisString) -> KeyResult<Self> {
+    pub fn open(ctx: &'a Context, key: &RedisString) -> KeyResult<Self> {
         // SAFETY: ctx is the live context of the running command; OpenKey takes its own
-        // reference to the name. In WRITE mode it returns a handle even for a missing key.
+        // reference to the name (kept until CloseKey, so `name` stays valid as long as the
+        // handle). In WRITE mode it returns a handle even for a missing key.
         let handle = unsafe {
             match raw::RedisModule_OpenKey {
-                Some(open) => open(ctx.ctx, key.inner, raw::REDISMODULE_WRITE as c_int)
-                    .cast::<raw::RedisModuleKey>(),
+                Some(open) => open(
+                    ctx.ctx,
+                    key.inner,
+                    (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int,
+                )
+                .cast::<raw::RedisModuleKey>(),
                 None => std::ptr::null_mut(),
             }
         };
         if handle.is_null() {
             return Err(failed("open a key for writing"));
         }
-        Ok(WriteKey { ctx, key, handle })
+        Ok(WriteKey {
+            ctx,
+            name: key.inner,
+            handle,
+        })
     }
 
-    fn key_type(&self) -> KeyType {
-        // SAFETY: handle is an open key.
-        match unsafe { raw::RedisModule_KeyType } {
-            Some(key_type) => unsafe { key_type(self.handle) }.into(),
-            None => KeyType::Empty,
+    /// WATCH and client tracking learn of the write, as from the plain command's write.
+    fn modified(&self) {
+        // SAFETY: ctx is live; the name is held by the open handle.
+        unsafe {
+            if let Some(signal) = raw::RedisModule_SignalModifiedKey {
+                signal(self.ctx.ctx, self.name);
+            }
         }
     }
 
@@ -205,7 +238,7 @@ impl<'a> WriteKey<'a> {
         // SAFETY: ctx is live; event is a static NUL-terminated string; the key name is live.
         unsafe {
             if let Some(notify) = raw::RedisModule_NotifyKeyspaceEvent {
-                notify(self.ctx.ctx, class, event.as_ptr(), self.key.inner);
+                notify(self.ctx.ctx, class, event.as_ptr(), self.name);
             }
         }
     }
@@ -244,68 +277,61 @@ fn replicated(status: Option<c_int>) -> KeyResult<()> {
     ok(status, "replicate a write")
 }
 
-/// `SET <key> <value>` or `SET <key> <value> PXAT <now+ttl>`.
-pub fn set_string(
-    ctx: &Context,
-    key: &RedisString,
-    value: &[u8],
-    ttl_ms: Option<u64>,
-) -> KeyResult<()> {
-    let k = WriteKey::open(ctx, key)?;
-    k.set_string(value)?;
-    k.notify(raw::REDISMODULE_NOTIFY_STRING as c_int, c"set");
-    let value_ptr = value.as_ptr().cast::<c_char>();
-    // SAFETY (both calls): ctx is live; the format letters match the arguments that follow
-    // ('s' a module string, 'b' a pointer and a size_t length, 'c' a C string, 'l' a long long).
-    match ttl_ms {
-        Some(ttl) => {
-            let at = deadline(ttl);
-            k.expire_at(at)?;
-            k.notify(raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"expire");
-            replicated(unsafe {
-                raw::RedisModule_Replicate.map(|f| {
-                    f(
-                        ctx.ctx,
-                        c"SET".as_ptr(),
-                        c"sbcl".as_ptr(),
-                        key.inner,
-                        value_ptr,
-                        value.len(),
-                        c"PXAT".as_ptr(),
-                        at as c_longlong,
-                    )
+impl WriteKey<'_> {
+    /// `SET <key> <value>` or `SET <key> <value> PXAT <now+ttl>`.
+    pub fn set(&self, value: &[u8], ttl_ms: Option<u64>) -> KeyResult<()> {
+        self.set_string(value)?;
+        self.modified();
+        self.notify(raw::REDISMODULE_NOTIFY_STRING as c_int, c"set");
+        let value_ptr = value.as_ptr().cast::<c_char>();
+        // SAFETY (both calls): ctx is live; the format letters match the arguments that follow
+        // ('s' a module string, 'b' a pointer and a size_t length, 'c' a C string, 'l' a long
+        // long).
+        match ttl_ms {
+            Some(ttl) => {
+                let at = deadline(ttl);
+                self.expire_at(at)?;
+                self.notify(raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"expire");
+                replicated(unsafe {
+                    raw::RedisModule_Replicate.map(|f| {
+                        f(
+                            self.ctx.ctx,
+                            c"SET".as_ptr(),
+                            c"sbcl".as_ptr(),
+                            self.name,
+                            value_ptr,
+                            value.len(),
+                            c"PXAT".as_ptr(),
+                            at as c_longlong,
+                        )
+                    })
                 })
-            })
-        }
-        None => {
-            // SET without an expiry option drops the key's old one.
-            k.expire_at(i64::from(raw::REDISMODULE_NO_EXPIRE))?;
-            replicated(unsafe {
-                raw::RedisModule_Replicate.map(|f| {
-                    f(
-                        ctx.ctx,
-                        c"SET".as_ptr(),
-                        c"sb".as_ptr(),
-                        key.inner,
-                        value_ptr,
-                        value.len(),
-                    )
+            }
+            None => {
+                // SET without an expiry option drops the key's old one.
+                self.expire_at(i64::from(raw::REDISMODULE_NO_EXPIRE))?;
+                replicated(unsafe {
+                    raw::RedisModule_Replicate.map(|f| {
+                        f(
+                            self.ctx.ctx,
+                            c"SET".as_ptr(),
+                            c"sb".as_ptr(),
+                            self.name,
+                            value_ptr,
+                            value.len(),
+                        )
+                    })
                 })
-            })
+            }
         }
     }
-}
 
-/// `PEXPIREAT <key> <now+ttl>` on an existing key.
-pub fn expire(ctx: &Context, key: &RedisString, ttl_ms: u64) -> KeyResult<()> {
-    WriteKey::open(ctx, key)?.pexpire(ttl_ms)
-}
-
-impl WriteKey<'_> {
-    /// `PEXPIREAT <key> <now+ttl>`: the expiry, its `expire` event and its replication.
-    fn pexpire(&self, ttl_ms: u64) -> KeyResult<()> {
+    /// `PEXPIREAT <key> <now+ttl>` on an existing key: the expiry, its `expire` event and its
+    /// replication.
+    pub fn pexpire(&self, ttl_ms: u64) -> KeyResult<()> {
         let at = deadline(ttl_ms);
         self.expire_at(at)?;
+        self.modified();
         self.notify(raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"expire");
         // SAFETY: ctx is live; 's' a module string, 'l' a long long.
         replicated(unsafe {
@@ -314,56 +340,49 @@ impl WriteKey<'_> {
                     self.ctx.ctx,
                     c"PEXPIREAT".as_ptr(),
                     c"sl".as_ptr(),
-                    self.key.inner,
+                    self.name,
                     at as c_longlong,
                 )
             })
         })
     }
-}
 
-/// `DEL <key>` of a key the caller found to exist (a missing key is not opened at all: DEL of
-/// a missing key changes, signals and replicates nothing). Checked again on the open key: on
-/// Redis 7.0 the clock moves within a command, and opening can expire the key. True if deleted.
-pub fn delete_if_present(ctx: &Context, key: &RedisString) -> KeyResult<bool> {
-    let k = WriteKey::open(ctx, key)?;
-    if k.key_type() == KeyType::Empty {
-        return Ok(false);
+    /// `DEL <key>`: a missing key changes, signals and replicates nothing. True if deleted.
+    pub fn delete_if_present(&self) -> KeyResult<bool> {
+        if self.key_type() == KeyType::Empty {
+            return Ok(false);
+        }
+        self.delete()?;
+        self.modified();
+        self.notify(raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"del");
+        // SAFETY: ctx is live; 's' a module string.
+        replicated(unsafe {
+            raw::RedisModule_Replicate
+                .map(|f| f(self.ctx.ctx, c"DEL".as_ptr(), c"s".as_ptr(), self.name))
+        })?;
+        Ok(true)
     }
-    delete_open(ctx, &k)?;
-    Ok(true)
-}
 
-fn delete_open(ctx: &Context, k: &WriteKey) -> KeyResult<()> {
-    k.delete()?;
-    k.notify(raw::REDISMODULE_NOTIFY_GENERIC as c_int, c"del");
-    // SAFETY: ctx is live; 's' a module string.
-    replicated(unsafe {
-        raw::RedisModule_Replicate.map(|f| f(ctx.ctx, c"DEL".as_ptr(), c"s".as_ptr(), k.key.inner))
-    })
-}
-
-/// python-redis-lock's signal: `DEL` (only if the key exists: DEL of a missing key changes and
-/// replicates nothing), `LPUSH <key> 1` (creating the list wakes clients blocked in BLPOP on
-/// it), `PEXPIREAT <key> <now+expire>`. One open for all.
-pub fn push_signal(ctx: &Context, key: &RedisString, expire_ms: u64) -> KeyResult<()> {
-    let k = WriteKey::open(ctx, key)?;
-    if k.key_type() != KeyType::Empty {
-        delete_open(ctx, &k)?;
+    /// python-redis-lock's signal: `DEL` (only if the key exists: DEL of a missing key changes
+    /// and replicates nothing), `LPUSH <key> 1` (creating the list wakes clients blocked in
+    /// BLPOP on it), `PEXPIREAT <key> <now+expire>`.
+    pub fn push_signal(&self, expire_ms: u64) -> KeyResult<()> {
+        self.delete_if_present()?;
+        self.push_head(b"1")?;
+        self.modified();
+        self.notify(raw::REDISMODULE_NOTIFY_LIST as c_int, c"lpush");
+        // SAFETY: ctx is live; 's' a module string, 'c' a C string.
+        replicated(unsafe {
+            raw::RedisModule_Replicate.map(|f| {
+                f(
+                    self.ctx.ctx,
+                    c"LPUSH".as_ptr(),
+                    c"sc".as_ptr(),
+                    self.name,
+                    c"1".as_ptr(),
+                )
+            })
+        })?;
+        self.pexpire(expire_ms)
     }
-    k.push_head(b"1")?;
-    k.notify(raw::REDISMODULE_NOTIFY_LIST as c_int, c"lpush");
-    // SAFETY: ctx is live; 's' a module string, 'c' a C string.
-    replicated(unsafe {
-        raw::RedisModule_Replicate.map(|f| {
-            f(
-                ctx.ctx,
-                c"LPUSH".as_ptr(),
-                c"sc".as_ptr(),
-                key.inner,
-                c"1".as_ptr(),
-            )
-        })
-    })?;
-    k.pexpire(expire_ms)
 }

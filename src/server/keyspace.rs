@@ -1,7 +1,11 @@
 //! The rules' `Keyspace` on the real server.
 //!
 //! Reads open the key directly (cheap, and a read of an expired key still triggers Redis's lazy
-//! expiry and its `expired` event). Writes take one of two ways:
+//! expiry and its `expired` event); a writing LOCK.* command on the key API instead opens each
+//! of the lock's keys once, for reading and writing, and keeps it for the whole operation (one
+//! open instead of one per read and write; see `key_writes.rs` for why that changes nothing
+//! for WATCH). Read-only commands keep READ opens: a WRITE lookup deletes an expired key even
+//! on a replica. Writes take one of two ways:
 //! - inside a LOCK.* command: the key API with explicit notifications and replication
 //!   (`key_writes.rs`), the hot path. The server routed the command by the name's slot before
 //!   it ran, so the missing cluster check of the key API does not matter there.
@@ -15,13 +19,12 @@
 
 use std::cell::Cell;
 
-use redis_module::{
-    raw, CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, KeyType, RedisString,
-};
+use redis_module::{CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, KeyType};
 
 use super::events;
 use super::key_names::{KeyNames, Layout};
-use super::key_writes;
+use super::key_writes::{self, WriteKey};
+use super::open_key::{KeyHandle, ReadKey};
 use super::state::selected_db;
 use crate::config::signal_enabled;
 use crate::engine::keyspace::{KeyResult, Keyspace, KeyspaceError};
@@ -66,17 +69,21 @@ enum Writes {
     Call(CallOptions),
 }
 
+/// How a writing command keeps its keys open: one slot per `Layout`, each the key of the name
+/// `names` holds for that layout (a slot is closed when that name changes).
+type KeptKeys<'a> = [Option<WriteKey<'a>>; 3];
+
 pub struct RedisKeyspace<'a> {
     ctx: &'a Context,
     writes: Writes,
     names: KeyNames,
+    /// `Some` in a writing command on the key API: its keys, opened once (see the module
+    /// comment). Closed when the keyspace is dropped, before the command returns.
+    kept: Option<KeptKeys<'a>>,
     /// What this keyspace last wrote to `lock:<name>` of the name in `names.lock`: its TTL in
     /// PTTL's terms (ms, -1 no expiry, -2 deleted). The deadline timer uses it instead of
     /// reading back what was just written.
     lock_written: Option<i64>,
-    /// Whether `lock:<name>` (the name in `names.lock`) exists, as this operation last read or
-    /// wrote it: a delete right after the owner check need not look again.
-    lock_exists: Option<bool>,
 }
 
 impl<'a> RedisKeyspace<'a> {
@@ -92,8 +99,8 @@ impl<'a> RedisKeyspace<'a> {
                     .build(),
             ),
             names: KeyNames::default(),
+            kept: None,
             lock_written: None,
-            lock_exists: None,
         }
     }
 
@@ -117,19 +124,19 @@ impl<'a> RedisKeyspace<'a> {
         let ctx = self.ctx;
         self.names.get(ctx, Layout::Lock, name);
         self.lock_written = Some(ttl);
-        self.lock_exists = Some(ttl != -2);
     }
 
     /// The keyspace of a LOCK.* command's database: writes through the key API where the server
-    /// has all of it. `names`: key names the command already made, reused.
-    pub fn in_command(ctx: &'a Context, names: KeyNames) -> Self {
+    /// has all of it, and then, for a `writing` command, keeps its keys open. `names`: key
+    /// names the command already made, reused.
+    pub fn in_command(ctx: &'a Context, names: KeyNames, writing: bool) -> Self {
         if key_writes::available() {
             RedisKeyspace {
                 ctx,
                 writes: Writes::KeyApi,
                 names,
+                kept: writing.then(|| [None, None, None]),
                 lock_written: None,
-                lock_exists: None,
             }
         } else {
             Self::new(ctx)
@@ -147,9 +154,64 @@ impl<'a> RedisKeyspace<'a> {
         result.map_err(|e| refused(e.to_string()))
     }
 
-    fn open(&mut self, layout: Layout, name: &[u8]) -> ReadKey {
+    /// Runs `read` on the key `<layout><name>`: the kept key of a writing command, else a key
+    /// opened for reading now. Not one of our writes: an open that expires the key lazily
+    /// fires an `expired` event that the notification callback must see.
+    fn read<T>(
+        &mut self,
+        layout: Layout,
+        name: &[u8],
+        read: impl FnOnce(&dyn KeyHandle) -> T,
+    ) -> KeyResult<T> {
         let ctx = self.ctx;
-        ReadKey::open_name(ctx, self.names.get(ctx, layout, name))
+        if self.kept.is_none() {
+            return Ok(read(&ReadKey::open_name(
+                ctx,
+                self.names.get(ctx, layout, name),
+            )));
+        }
+        Ok(read(self.kept_key(layout, name)?))
+    }
+
+    /// Runs `write` on the key `<layout><name>` opened for writing: the kept key of a writing
+    /// command, else one opened now. Its notifications are our own (see `OWN_WRITES`).
+    fn write_key<T>(
+        &mut self,
+        layout: Layout,
+        name: &[u8],
+        write: impl FnOnce(&WriteKey<'a>) -> KeyResult<T>,
+    ) -> KeyResult<T> {
+        let ctx = self.ctx;
+        if self.kept.is_none() {
+            let key = WriteKey::open(ctx, self.names.get(ctx, layout, name))?;
+            let _guard = OwnWrite::begin();
+            return write(&key);
+        }
+        let key = self.kept_key(layout, name)?;
+        let _guard = OwnWrite::begin();
+        write(key)
+    }
+
+    /// The kept key `<layout><name>`, opened on first use (and again when the layout's name
+    /// changed). Only for a keyspace that keeps keys.
+    fn kept_key(&mut self, layout: Layout, name: &[u8]) -> KeyResult<&WriteKey<'a>> {
+        let ctx = self.ctx;
+        let (key, new_name) = self.names.get_noting_new(ctx, layout, name);
+        let Some(kept) = self.kept.as_mut() else {
+            return Err(KeyspaceError::Refused(
+                "ERR the module keeps no open keys here".into(),
+            ));
+        };
+        let slot = &mut kept[layout.index()];
+        if new_name {
+            *slot = None; // closes the key of the name this layout held before
+        }
+        if slot.is_none() {
+            *slot = Some(WriteKey::open(ctx, key)?);
+        }
+        slot.as_ref().ok_or_else(|| {
+            KeyspaceError::Refused("ERR the module could not open a key for writing".into())
+        })
     }
 
     /// `SET <prefix><name> <value> [PX ttl]`.
@@ -160,13 +222,8 @@ impl<'a> RedisKeyspace<'a> {
         value: &[u8],
         ttl_ms: Option<u64>,
     ) -> KeyResult<()> {
-        let ctx = self.ctx;
         match &self.writes {
-            Writes::KeyApi => {
-                let key = self.names.get(ctx, layout, name);
-                let _guard = OwnWrite::begin();
-                key_writes::set_string(ctx, key, value, ttl_ms)
-            }
+            Writes::KeyApi => self.write_key(layout, name, |key| key.set(value, ttl_ms)),
             Writes::Call(options) => {
                 let key = [layout.prefix(), name].concat();
                 match ttl_ms {
@@ -183,13 +240,8 @@ impl<'a> RedisKeyspace<'a> {
 
     /// `PEXPIRE lock:<name> ttl`.
     fn set_lock_ttl(&mut self, name: &[u8], ttl_ms: u64) -> KeyResult<()> {
-        let ctx = self.ctx;
         match &self.writes {
-            Writes::KeyApi => {
-                let key = self.names.get(ctx, Layout::Lock, name);
-                let _guard = OwnWrite::begin();
-                key_writes::expire(ctx, key, ttl_ms)
-            }
+            Writes::KeyApi => self.write_key(Layout::Lock, name, |key| key.pexpire(ttl_ms)),
             Writes::Call(options) => {
                 let ttl = ttl_ms.to_string();
                 self.call(options, "PEXPIRE", &[&lock_key(name), ttl.as_bytes()])?;
@@ -200,116 +252,12 @@ impl<'a> RedisKeyspace<'a> {
 
     /// `DEL lock:<name>`; true if a key was deleted.
     fn delete_lock_key(&mut self, name: &[u8]) -> KeyResult<bool> {
-        let ctx = self.ctx;
-        // Opened for WRITE only if there is something to delete: known from the owner check
-        // that usually comes just before, else read now.
-        let known = self.names_lock(name).then_some(self.lock_exists).flatten();
-        let exists = matches!(self.writes, Writes::KeyApi)
-            && known.unwrap_or_else(|| self.open(Layout::Lock, name).key_type() != KeyType::Empty);
-        let deleted = match &self.writes {
-            Writes::KeyApi => {
-                if exists {
-                    let key = self.names.get(ctx, Layout::Lock, name);
-                    let _guard = OwnWrite::begin();
-                    key_writes::delete_if_present(ctx, key)?
-                } else {
-                    false
-                }
-            }
+        match &self.writes {
+            Writes::KeyApi => self.write_key(Layout::Lock, name, WriteKey::delete_if_present),
             Writes::Call(options) => match self.call(options, "DEL", &[&lock_key(name)])? {
-                CallReply::I64(n) => n.to_i64() > 0,
-                _ => false,
+                CallReply::I64(n) => Ok(n.to_i64() > 0),
+                _ => Ok(false),
             },
-        };
-        Ok(deleted)
-    }
-}
-
-/// A key opened for reading, closed on drop. Our own small wrapper: the crate's
-/// `RedisKey::to_raw_parts` (needed for `GetExpire`) does not forget the key and closes it
-/// twice, which corrupts the server's memory.
-struct ReadKey {
-    handle: *mut raw::RedisModuleKey,
-}
-
-impl ReadKey {
-    fn open(ctx: &Context, key: &[u8]) -> Self {
-        Self::open_name(ctx, &RedisString::create_from_slice(ctx.ctx, key))
-    }
-
-    fn open_name(ctx: &Context, name: &RedisString) -> Self {
-        // SAFETY: ctx is live for this callback; OpenKey takes its own reference to the name
-        // (so dropping `name` afterwards is fine) and returns null for a missing key.
-        let handle = unsafe {
-            match raw::RedisModule_OpenKey {
-                Some(open) => open(ctx.ctx, name.inner, raw::REDISMODULE_READ as i32).cast(),
-                None => std::ptr::null_mut(),
-            }
-        };
-        ReadKey { handle }
-    }
-
-    fn key_type(&self) -> KeyType {
-        if self.handle.is_null() {
-            return KeyType::Empty;
-        }
-        // SAFETY: handle is an open key.
-        match unsafe { raw::RedisModule_KeyType } {
-            Some(key_type) => unsafe { key_type(self.handle) }.into(),
-            None => KeyType::Empty,
-        }
-    }
-
-    /// The string value; `None` if the key is missing or not a string.
-    fn string(&self) -> Option<Vec<u8>> {
-        if self.key_type() != KeyType::String {
-            return None;
-        }
-        let mut len: usize = 0;
-        // SAFETY: handle is an open string key; in READ mode StringDMA returns a pointer to its
-        // `len` bytes, valid until the key is closed or written. We copy them out at once.
-        unsafe {
-            let dma =
-                raw::RedisModule_StringDMA?(self.handle, &mut len, raw::REDISMODULE_READ as i32);
-            if dma.is_null() {
-                return None;
-            }
-            Some(std::slice::from_raw_parts(dma.cast::<u8>(), len).to_vec())
-        }
-    }
-
-    /// The string value, `None` if missing, `Err(WrongType)` for another type.
-    fn string_or_wrong_type(&self) -> KeyResult<Option<Vec<u8>>> {
-        match self.key_type() {
-            KeyType::Empty => Ok(None),
-            KeyType::String => Ok(self.string()),
-            _ => Err(KeyspaceError::WrongType),
-        }
-    }
-
-    /// Milliseconds to expiry; -1 without expiry, -2 when missing (PTTL's answers).
-    fn pttl(&self) -> i64 {
-        if self.key_type() == KeyType::Empty {
-            return -2;
-        }
-        // SAFETY: handle is an open key. REDISMODULE_NO_EXPIRE is -1, PTTL's "no expiry".
-        let remaining = match unsafe { raw::RedisModule_GetExpire } {
-            Some(get_expire) => unsafe { get_expire(self.handle) },
-            None => -1,
-        };
-        remaining.max(-1)
-    }
-}
-
-impl Drop for ReadKey {
-    fn drop(&mut self) {
-        if !self.handle.is_null() {
-            // SAFETY: handle is an open key closed nowhere else.
-            unsafe {
-                if let Some(close) = raw::RedisModule_CloseKey {
-                    close(self.handle);
-                }
-            }
         }
     }
 }
@@ -324,29 +272,22 @@ fn refused(message: String) -> KeyspaceError {
 
 impl Keyspace for RedisKeyspace<'_> {
     fn owner(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>> {
-        let owner = self.open(Layout::Lock, name).string_or_wrong_type();
-        // `open` made `names.lock` this lock's name.
-        self.lock_exists = match &owner {
-            Ok(Some(_)) => Some(true),
-            Ok(None) => Some(false),
-            Err(_) => None,
-        };
-        owner
+        self.read(Layout::Lock, name, |key| key.string_or_wrong_type())?
     }
 
     fn ttl_ms(&mut self, name: &[u8]) -> KeyResult<i64> {
-        Ok(self.open(Layout::Lock, name).pttl())
+        self.read(Layout::Lock, name, |key| key.pttl())
     }
 
     fn check_signal_type(&mut self, name: &[u8]) -> KeyResult<()> {
-        match self.open(Layout::Signal, name).key_type() {
+        match self.read(Layout::Signal, name, |key| key.key_type())? {
             KeyType::Empty | KeyType::List => Ok(()),
             _ => Err(KeyspaceError::WrongType),
         }
     }
 
     fn signal_pending(&mut self, name: &[u8]) -> KeyResult<bool> {
-        Ok(self.open(Layout::Signal, name).key_type() == KeyType::List)
+        self.read(Layout::Signal, name, |key| key.key_type() == KeyType::List)
     }
 
     fn set_owner(&mut self, name: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> KeyResult<()> {
@@ -372,7 +313,7 @@ impl Keyspace for RedisKeyspace<'_> {
     }
 
     fn fence(&mut self, name: &[u8]) -> KeyResult<Option<Vec<u8>>> {
-        self.open(Layout::Fence, name).string_or_wrong_type()
+        self.read(Layout::Fence, name, |key| key.string_or_wrong_type())?
     }
 
     fn set_fence(&mut self, name: &[u8], token: i64) -> KeyResult<()> {
@@ -388,9 +329,7 @@ impl Keyspace for RedisKeyspace<'_> {
         let ctx = self.ctx;
         match &self.writes {
             Writes::KeyApi => {
-                let key = self.names.get(ctx, Layout::Signal, name);
-                let _guard = OwnWrite::begin();
-                key_writes::push_signal(ctx, key, expire_ms)
+                self.write_key(Layout::Signal, name, |key| key.push_signal(expire_ms))
             }
             Writes::Call(options) => {
                 // A DEL of a missing key changes nothing and is not even propagated by the

@@ -27,5 +27,7 @@ pub mod info;
 pub mod key_names;
 pub mod key_writes;
 pub mod keyspace;
+pub mod module_options;
+pub mod open_key;
 pub mod sessions;
 pub mod state;
