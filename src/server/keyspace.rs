@@ -61,6 +61,27 @@ pub fn lock_key_exists(ctx: &Context, name: &[u8]) -> bool {
     ReadKey::open(ctx, &lock_key(name)).key_type() != KeyType::Empty
 }
 
+/// The kept key `<layout><name>`, opened on first use (and again when the layout's name in
+/// `names` changed: the key of the name it held before is closed then).
+fn kept_key<'k, 'a>(
+    ctx: &'a Context,
+    names: &mut KeyNames,
+    kept: &'k mut KeptKeys<'a>,
+    layout: Layout,
+    name: &[u8],
+) -> KeyResult<&'k WriteKey<'a>> {
+    let (key_name, new_name) = names.get_noting_new(ctx, layout, name);
+    let slot = &mut kept[layout.index()];
+    if new_name {
+        *slot = None; // closes the key of the name this layout held before
+    }
+    let key = match slot.take() {
+        Some(key) => key,
+        None => WriteKey::open(ctx, key_name)?,
+    };
+    Ok(slot.insert(key))
+}
+
 /// How this keyspace writes (see the module comment).
 enum Writes {
     /// Inside a LOCK.* command, on a server with the whole key API.
@@ -164,13 +185,13 @@ impl<'a> RedisKeyspace<'a> {
         read: impl FnOnce(&dyn KeyHandle) -> T,
     ) -> KeyResult<T> {
         let ctx = self.ctx;
-        if self.kept.is_none() {
-            return Ok(read(&ReadKey::open_name(
+        match self.kept.as_mut() {
+            Some(kept) => Ok(read(kept_key(ctx, &mut self.names, kept, layout, name)?)),
+            None => Ok(read(&ReadKey::open_name(
                 ctx,
                 self.names.get(ctx, layout, name),
-            )));
+            ))),
         }
-        Ok(read(self.kept_key(layout, name)?))
     }
 
     /// Runs `write` on the key `<layout><name>` opened for writing: the kept key of a writing
@@ -182,36 +203,18 @@ impl<'a> RedisKeyspace<'a> {
         write: impl FnOnce(&WriteKey<'a>) -> KeyResult<T>,
     ) -> KeyResult<T> {
         let ctx = self.ctx;
-        if self.kept.is_none() {
-            let key = WriteKey::open(ctx, self.names.get(ctx, layout, name))?;
-            let _guard = OwnWrite::begin();
-            return write(&key);
+        match self.kept.as_mut() {
+            Some(kept) => {
+                let key = kept_key(ctx, &mut self.names, kept, layout, name)?;
+                let _guard = OwnWrite::begin();
+                write(key)
+            }
+            None => {
+                let key = WriteKey::open(ctx, self.names.get(ctx, layout, name))?;
+                let _guard = OwnWrite::begin();
+                write(&key)
+            }
         }
-        let key = self.kept_key(layout, name)?;
-        let _guard = OwnWrite::begin();
-        write(key)
-    }
-
-    /// The kept key `<layout><name>`, opened on first use (and again when the layout's name
-    /// changed). Only for a keyspace that keeps keys.
-    fn kept_key(&mut self, layout: Layout, name: &[u8]) -> KeyResult<&WriteKey<'a>> {
-        let ctx = self.ctx;
-        let (key, new_name) = self.names.get_noting_new(ctx, layout, name);
-        let Some(kept) = self.kept.as_mut() else {
-            return Err(KeyspaceError::Refused(
-                "ERR the module keeps no open keys here".into(),
-            ));
-        };
-        let slot = &mut kept[layout.index()];
-        if new_name {
-            *slot = None; // closes the key of the name this layout held before
-        }
-        if slot.is_none() {
-            *slot = Some(WriteKey::open(ctx, key)?);
-        }
-        slot.as_ref().ok_or_else(|| {
-            KeyspaceError::Refused("ERR the module could not open a key for writing".into())
-        })
     }
 
     /// `SET <prefix><name> <value> [PX ttl]`.

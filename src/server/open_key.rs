@@ -26,6 +26,11 @@ pub trait KeyHandle {
         if self.key_type() != KeyType::String {
             return None;
         }
+        self.string_of_string_key()
+    }
+
+    /// The value of a key known to be a string (its type was just checked).
+    fn string_of_string_key(&self) -> Option<Vec<u8>> {
         let mut len: usize = 0;
         // SAFETY: handle is an open string key; StringDMA in READ mode returns a pointer to its
         // `len` bytes, valid until the key is closed or written (READ mode never copies the
@@ -44,7 +49,7 @@ pub trait KeyHandle {
     fn string_or_wrong_type(&self) -> KeyResult<Option<Vec<u8>>> {
         match self.key_type() {
             KeyType::Empty => Ok(None),
-            KeyType::String => Ok(self.string()),
+            KeyType::String => Ok(self.string_of_string_key()),
             _ => Err(KeyspaceError::WrongType),
         }
     }
