@@ -22,19 +22,11 @@ use std::time::Duration;
 
 use redis_module::{raw, Context, RedisError, RedisValue};
 
-use super::commands::grant_reply;
-use super::events;
 use super::state::with_table;
+use super::state::BlockedClient;
+use super::take_back;
 use crate::engine::{AcquireArgs, Delivery, LockKey, WaiterId, Wakeup};
 use crate::error::LockError;
-
-/// What the lock table keeps for each waiter to be able to answer it.
-#[derive(Debug)]
-pub struct BlockedClient {
-    handle: *mut raw::RedisModuleBlockedClient,
-    /// The pending deadline timer, if the waiter has a TIMEOUT.
-    timer: Option<raw::RedisModuleTimerID>,
-}
 
 /// The private data handed to `RM_UnblockClient`: what to reply, and whether it was replied.
 struct Answer {
@@ -212,7 +204,7 @@ extern "C" fn free_answer(ctx: *mut raw::RedisModuleCtx, answer: *mut c_void) {
     let answer = unsafe { Box::from_raw(answer.cast::<Answer>()) };
     if let (Delivery::Granted { owner, .. }, false) = (&answer.delivery, answer.delivered) {
         let context = Context::new(ctx);
-        events::schedule_take_back(&context, answer.lock.clone(), owner.clone());
+        take_back::schedule(&context, answer.lock.clone(), owner.clone());
     }
 }
 
@@ -258,4 +250,16 @@ fn cancel_waiter(ctx: &Context, handle: *mut raw::RedisModuleBlockedClient) {
         stop_deadline(ctx, timer);
     }
     release_handle(client.handle);
+}
+
+/// LOCK.ACQUIRE's reply to a grant, immediate or after waiting: the owner id, or with FENCE
+/// `[id, token]`.
+pub fn grant_reply(owner: Vec<u8>, fence: Option<i64>) -> RedisValue {
+    match fence {
+        None => RedisValue::StringBuffer(owner),
+        Some(token) => RedisValue::Array(vec![
+            RedisValue::StringBuffer(owner),
+            RedisValue::Integer(token),
+        ]),
+    }
 }

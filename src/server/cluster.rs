@@ -23,11 +23,12 @@ use std::time::Duration;
 use redis_module::{raw, CallOptionsBuilder, CallReply, CallResult, Context, ContextFlags, Status};
 
 use super::blocking::deliver;
+use super::context::{select_db, write_permission, WritePermission};
 use super::effects::apply;
-use super::events::{subscribe_server_event, write_permission, WritePermission};
 use super::keyspace::lock_key_exists;
 use super::module_options;
-use super::state::{select_db, with_table};
+use super::server_event::subscribe_server_event;
+use super::state::with_table;
 use crate::error::{is_routing_refusal, LockError};
 use crate::keys::lock_key;
 

@@ -11,13 +11,14 @@ use redis_module::{
 use redis_module::redisvalue::RedisValueKey;
 
 use super::acl::{self, Caller};
-use super::blocking::block;
+use super::blocking::{block, grant_reply};
 use super::cluster::check_slot_not_moving;
+use super::context::{caller_client_id, selected_db};
 use super::deadlines;
 use super::effects::apply_in_command;
 use super::key_names::KeyNames;
 use super::keyspace::RedisKeyspace;
-use super::state::{caller_client_id, selected_db, with_table, Table};
+use super::state::{with_table, Table};
 use crate::access::{info_optional_read, keys_used, LockCommand};
 use crate::config::{session_lease_ms, signal_enabled, signal_expire_ms};
 use crate::engine::{AcquireArgs, AcquireOutcome, LockKey};
@@ -168,18 +169,6 @@ pub fn acquire(ctx: &Context, args: &[&[u8]]) -> RedisResult {
             deadlines::watch_new_waiter(ctx, &lock);
             Ok(RedisValue::NoReply)
         }
-    }
-}
-
-/// LOCK.ACQUIRE's reply to a grant, immediate or after waiting: the owner id, or with FENCE
-/// `[id, token]`.
-pub fn grant_reply(owner: Vec<u8>, fence: Option<i64>) -> RedisValue {
-    match fence {
-        None => RedisValue::StringBuffer(owner),
-        Some(token) => RedisValue::Array(vec![
-            RedisValue::StringBuffer(owner),
-            RedisValue::Integer(token),
-        ]),
     }
 }
 

@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use redis_module::{raw, Context};
 
+use super::context::{select_db, write_permission, WritePermission};
 use super::effects::apply;
-use super::events::{write_permission, WritePermission};
 use super::keyspace::RedisKeyspace;
-use super::state::{select_db, with_table, ServerClock};
+use super::state::{with_table, ServerClock};
 use crate::config::{signal_enabled, signal_expire_ms};
 use crate::engine::deadlines::{timer_change, DeadlineSchedule, TimerChange};
 use crate::engine::expiries::due_of;

@@ -12,10 +12,14 @@ use std::time::Duration;
 
 use redis_module::{raw, Context, ContextFlags, Status};
 
+use super::context::{select_db, selected_db, write_permission, WritePermission};
 use super::deadlines;
 use super::effects::apply;
 use super::keyspace::writing_now;
-use super::state::{select_db, selected_db, with_table};
+use super::known_locks;
+use super::server_event::subscribe_server_event;
+use super::state::with_table;
+use super::take_back;
 use crate::config::{signal_enabled, signal_expire_ms};
 use crate::engine::{FreedBy, LockKey};
 use crate::keys::name_of_lock_key;
@@ -36,12 +40,6 @@ struct Pending {
 thread_local! {
     static FOREIGN_LOCKS_WITHOUT_SIGNAL: Cell<u64> = const { Cell::new(0) };
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
-    /// The `lock:<name>` string keys other commands created (python-redis-lock's `SET NX`…),
-    /// per database, kept from notifications; the locks the module granted are in the lock
-    /// table's holder records instead (a set insert per grant cost the hot path two hashes and
-    /// a copy of the name). SWAPDB sends no per-key events, so this and those records are how
-    /// we know which locks it may have freed. A database's set goes once it is empty.
-    static KNOWN_LOCKS: RefCell<HashMap<i32, HashSet<Vec<u8>>>> = RefCell::new(HashMap::new());
 }
 
 /// The keyspace classes we listen to. Not `STRING`: every SET/INCR/APPEND of every key would
@@ -131,7 +129,7 @@ fn on_lock_key_event(ctx: &Context, event: &[u8], name: &[u8]) {
     let replaying = flags.contains(ContextFlags::LOADING) || !flags.contains(ContextFlags::MASTER);
     match event {
         b"new" | b"rename_to" | b"move_to" | b"copy_to" | b"restore" | b"expire" => {
-            note_lock_exists(db, name);
+            known_locks::note_exists(db, name);
             if event == b"new" && !replaying && !signal_enabled() {
                 count_foreign_lock_without_signal(ctx, name);
             }
@@ -142,7 +140,7 @@ fn on_lock_key_event(ctx: &Context, event: &[u8], name: &[u8]) {
             }
         }
         b"del" | b"expired" | b"evicted" | b"rename_from" | b"move_from" => {
-            note_lock_gone(db, name);
+            known_locks::note_gone(db, name);
             if !replaying {
                 let cause = if event == b"expired" {
                     FreedBy::Expiry
@@ -180,49 +178,13 @@ pub fn foreign_locks_without_signal() -> u64 {
     FOREIGN_LOCKS_WITHOUT_SIGNAL.with(Cell::get)
 }
 
-/// `lock:<name>` exists in `db` (written by another command).
-fn note_lock_exists(db: i32, name: &[u8]) {
-    KNOWN_LOCKS.with(|known| {
-        let mut known = known.borrow_mut();
-        let names = known.entry(db).or_default();
-        if !names.contains(name) {
-            names.insert(name.to_vec());
-        }
-    });
-}
-
-/// `lock:<name>` no longer exists in `db` (also called for the module's own deletes, which
-/// may free a lock another command created). Nothing to hash while no such lock is known.
-pub fn note_lock_gone(db: i32, name: &[u8]) {
-    KNOWN_LOCKS.with(|known| {
-        let mut known = known.borrow_mut();
-        if known.is_empty() {
-            return;
-        }
-        if let Some(names) = known.get_mut(&db) {
-            names.remove(name);
-            if names.is_empty() {
-                known.remove(&db);
-            }
-        }
-    });
-}
-
 /// FLUSHDB/FLUSHALL send no per-key events. Module waiters of the flushed database(s) (`db`
 /// -1: all) may now take their locks; the locks we knew there are forgotten. Python waiters are
 /// not signalled: a flush leaves the database empty, as users expect, and they wake at their
 /// own BLPOP timeout as they would with python-redis-lock alone.
 pub fn on_flush(ctx: &Context, db: i32) {
-    KNOWN_LOCKS.with(|known| {
-        let mut known = known.borrow_mut();
-        if db == -1 {
-            known.clear();
-            known.shrink_to_fit(); // a flush of many locks must give the memory back
-        } else {
-            known.remove(&db);
-        }
-    });
-    FLUSH_EPOCH.with(|epoch| epoch.set(epoch.get().wrapping_add(1)));
+    known_locks::forget_flushed(db);
+    take_back::note_flush();
     let _ = with_table(|t| t.forget_holds_in(db));
     deadlines::unwatch_flushed(ctx, db);
     let locks = with_table(|t| t.waiters().all_locks()).unwrap_or_default();
@@ -238,25 +200,7 @@ pub fn on_flush(ctx: &Context, db: i32) {
 pub fn on_swapdb(ctx: &Context, first: i32, second: i32) {
     let granted_in = |db: i32| with_table(|t| t.held_locks_in(db)).unwrap_or_default();
     let (granted_first, granted_second) = (granted_in(first), granted_in(second));
-    let mut locks: HashSet<LockKey> = KNOWN_LOCKS.with(|known| {
-        let mut known = known.borrow_mut();
-        let mut in_first = known.remove(&first).unwrap_or_default();
-        in_first.extend(granted_first.into_iter().map(|(_, name)| name));
-        let mut in_second = known.remove(&second).unwrap_or_default();
-        in_second.extend(granted_second.into_iter().map(|(_, name)| name));
-        let moved: HashSet<LockKey> = in_first
-            .iter()
-            .map(|name| (first, name.clone()))
-            .chain(in_second.iter().map(|name| (second, name.clone())))
-            .collect();
-        if !in_first.is_empty() {
-            known.insert(second, in_first);
-        }
-        if !in_second.is_empty() {
-            known.insert(first, in_second);
-        }
-        moved
-    });
+    let mut locks = known_locks::swap(first, second, granted_first, granted_second);
     locks.extend(with_table(|t| t.waiters().all_locks()).unwrap_or_default());
     for (db, name) in locks {
         // The name may be free now in the database it was known in, and in the other one.
@@ -347,66 +291,6 @@ fn settle_pending(ctx: &Context) {
     }
 }
 
-/// A grant that never reached its client is released on its behalf, from a 0 ms timer (the
-/// free-privdata callback that notices it is no place to write from).
-pub fn schedule_take_back(ctx: &Context, lock: LockKey, owner: Vec<u8>) {
-    let epoch = FLUSH_EPOCH.with(Cell::get);
-    ctx.create_timer(Duration::ZERO, take_back_on_timer, (lock, owner, epoch));
-}
-
-thread_local! {
-    /// Counts flushes (FLUSHDB/FLUSHALL, and the full resync of a replica, which empties the
-    /// data the same way). A pending take-back from before a flush is about data that is gone.
-    static FLUSH_EPOCH: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Releases an undelivered grant. Writes paused (CLIENT PAUSE WRITE/ALL, a failover): retry
-/// shortly. Not a primary (demoted in the same turn as the grant): keep retrying, slower, so
-/// that after `REPLICAOF NO ONE` the lock does not stay held by an id nobody received; a flush
-/// or full resync in between drops it (the data, and the lock, are then the primary's). The
-/// owner check in `take_back` makes a retry harmless once the lock changed hands.
-fn take_back_on_timer(ctx: &Context, (lock, owner, epoch): (LockKey, Vec<u8>, u64)) {
-    if FLUSH_EPOCH.with(Cell::get) != epoch {
-        return;
-    }
-    let retry_in = match write_permission(ctx) {
-        WritePermission::Now => None,
-        WritePermission::Later => Some(Duration::from_millis(10)),
-        WritePermission::Never => Some(Duration::from_millis(100)),
-    };
-    if let Some(delay) = retry_in {
-        ctx.create_timer(delay, take_back_on_timer, (lock, owner, epoch));
-        return;
-    }
-    if !select_db(ctx, lock.0) {
-        return;
-    }
-    let _ = apply(ctx, &lock, |t, ks| {
-        t.take_back(ks, &lock, &owner, signal_expire_ms())
-    });
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum WritePermission {
-    Now,
-    Later,
-    Never,
-}
-
-/// May a timer or job of ours write now? Only a primary that is not loading, and not while
-/// the server asks modules to avoid replication traffic (CLIENT PAUSE WRITE, failover).
-pub fn write_permission(ctx: &Context) -> WritePermission {
-    let flags = ctx.get_flags();
-    if !flags.contains(ContextFlags::MASTER) || flags.contains(ContextFlags::LOADING) {
-        return WritePermission::Never;
-    }
-    if ctx.avoid_replication_traffic() {
-        WritePermission::Later
-    } else {
-        WritePermission::Now
-    }
-}
-
 /// Subscribes to the server events whose data the crate does not hand over (which database a
 /// FLUSHDB or SWAPDB touched).
 pub fn subscribe_server_events(ctx: &Context) -> Status {
@@ -420,29 +304,6 @@ pub fn subscribe_server_events(ctx: &Context) -> Status {
         }
     }
     Status::Ok
-}
-
-/// Subscribes `callback` to server event `id` (data version 1); `Err` if the server refused.
-pub fn subscribe_server_event(
-    ctx: &Context,
-    id: u64,
-    callback: raw::RedisModuleEventCallback,
-) -> Status {
-    // SAFETY: called from OnLoad with its live context; the pointer is checked; the callbacks
-    // are `extern "C"` functions of this module that never unwind.
-    let subscribed = unsafe {
-        match raw::RedisModule_SubscribeToServerEvent {
-            Some(subscribe) => {
-                subscribe(ctx.ctx, raw::RedisModuleEvent { id, dataver: 1 }, callback)
-            }
-            None => raw::REDISMODULE_ERR as i32,
-        }
-    };
-    if subscribed == raw::REDISMODULE_OK as i32 {
-        Status::Ok
-    } else {
-        Status::Err
-    }
 }
 
 extern "C" fn on_flush_event(

@@ -21,11 +21,11 @@ use std::cell::Cell;
 
 use redis_module::{CallOptions, CallOptionsBuilder, CallReply, CallResult, Context, KeyType};
 
-use super::events;
+use super::context::selected_db;
 use super::key_names::{KeyNames, Layout};
 use super::key_writes::{self, WriteKey};
+use super::known_locks;
 use super::open_key::{KeyHandle, ReadKey};
-use super::state::selected_db;
 use crate::config::signal_enabled;
 use crate::engine::keyspace::{KeyResult, Keyspace, KeyspaceError};
 use crate::keys::{lock_key, signal_key};
@@ -296,7 +296,7 @@ impl Keyspace for RedisKeyspace<'_> {
     fn set_owner(&mut self, name: &[u8], owner: &[u8], ttl_ms: Option<u64>) -> KeyResult<()> {
         self.set_string(Layout::Lock, name, owner, ttl_ms)?;
         let ttl = ttl_ms.map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX));
-        // Not noted in events' set of existing locks: every grant is in the table's holder
+        // Not noted in `known_locks`: every grant is in the table's holder
         // records (see `events::on_swapdb`).
         self.wrote_lock(name, ttl);
         Ok(())
@@ -311,7 +311,7 @@ impl Keyspace for RedisKeyspace<'_> {
     fn delete_lock(&mut self, name: &[u8]) -> KeyResult<bool> {
         let deleted = self.delete_lock_key(name)?;
         self.wrote_lock(name, -2);
-        events::note_lock_gone(selected_db(self.ctx), name);
+        known_locks::note_gone(selected_db(self.ctx), name);
         Ok(deleted)
     }
 

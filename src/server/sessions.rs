@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use redis_module::{raw, Context, Status};
 
+use super::context::{select_db, write_permission, WritePermission};
 use super::effects::apply;
-use super::events::{subscribe_server_event, write_permission, WritePermission};
-use super::state::{select_db, with_table, ServerClock};
+use super::server_event::subscribe_server_event;
+use super::state::{with_table, ServerClock};
 use crate::config::signal_expire_ms;
 use crate::engine::{Clock, LockKey, Renewal};
 

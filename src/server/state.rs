@@ -1,4 +1,4 @@
-//! The server's single lock table.
+//! The server's single lock table, and what it keeps of each waiter.
 //!
 //! Redis calls module commands, timers, blocked-client callbacks and notifications on its main
 //! thread only, so the table lives in a thread-local `RefCell`. Borrowing is never nested by
@@ -8,9 +8,8 @@
 
 use std::cell::RefCell;
 
-use redis_module::{raw, Context, ContextFlags};
+use redis_module::raw;
 
-use super::blocking::BlockedClient;
 use crate::engine::{Clock, LockTable};
 use crate::error::LockError;
 
@@ -40,6 +39,14 @@ impl Clock for ServerClock {
     }
 }
 
+/// What the lock table keeps for each waiter to be able to answer it.
+#[derive(Debug)]
+pub struct BlockedClient {
+    pub(super) handle: *mut raw::RedisModuleBlockedClient,
+    /// The pending deadline timer, if the waiter has a TIMEOUT.
+    pub(super) timer: Option<raw::RedisModuleTimerID>,
+}
+
 pub type Table = LockTable<BlockedClient, ServerClock>;
 
 thread_local! {
@@ -54,35 +61,4 @@ pub fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> Result<R, LockError> {
             "ERR lock module busy (re-entered), try again".to_string(),
         )),
     })
-}
-
-/// The database the context's client has selected.
-pub fn selected_db(ctx: &Context) -> i32 {
-    // SAFETY: ctx is the live context of the current callback.
-    match unsafe { raw::RedisModule_GetSelectedDb } {
-        Some(get) => unsafe { get(ctx.ctx) },
-        None => 0,
-    }
-}
-
-/// Selects `db` on the context's client, for callbacks not tied to a user's client (timers).
-pub fn select_db(ctx: &Context, db: i32) -> bool {
-    // SAFETY: ctx is the live context of the current callback; an out-of-range db is refused by
-    // the server with REDISMODULE_ERR, never undefined behaviour.
-    match unsafe { raw::RedisModule_SelectDb } {
-        Some(select) => (unsafe { select(ctx.ctx, db) }) == raw::REDISMODULE_OK as i32,
-        None => false,
-    }
-}
-
-/// The connection that sent the current command; `None` inside a script or function, whose
-/// caller's connection is not visible to a module command (the context's client is the script's
-/// own fake client there).
-pub fn caller_client_id(ctx: &Context, flags: &ContextFlags) -> Option<u64> {
-    if flags.contains(ContextFlags::LUA) {
-        return None;
-    }
-    // SAFETY: ctx is the live context of the current command.
-    let id = unsafe { raw::RedisModule_GetClientId.map(|get| get(ctx.ctx)) }?;
-    (id != 0).then_some(id)
 }
