@@ -43,6 +43,11 @@ pub fn name_of_lock_key(key: &[u8]) -> Option<&[u8]> {
     key.strip_prefix(b"lock:")
 }
 
+/// The name behind a `lock-signal:<name>` key, if it is one.
+pub fn name_of_signal_key(key: &[u8]) -> Option<&[u8]> {
+    key.strip_prefix(SIGNAL_PREFIX)
+}
+
 /// True when the name carries a non-empty `{hash tag}` (Redis Cluster's rule: the first `{` and
 /// the first `}` after it, with at least one byte between). Only then do `lock:<name>` and
 /// `lock-signal:<name>` hash to the same slot as the name the command is routed by.
@@ -98,6 +103,8 @@ mod tests {
         assert_eq!(name_of_lock_key(b"lock-signal:a"), None);
         assert_eq!(fence_key(b"job"), b"lock-fence:job");
         assert_eq!(name_of_lock_key(b"lock-fence:a"), None);
+        assert_eq!(name_of_signal_key(b"lock-signal:a:b"), Some(&b"a:b"[..]));
+        assert_eq!(name_of_signal_key(b"lock:a"), None);
     }
 
     #[test]

@@ -484,6 +484,37 @@ def test_any_free_wakes_a_python_waiter(make_server, path):
     assert c.get("lock:n") == token
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_python_release_wakes_one_python_waiter_as_without_the_module(server, protocol):
+    """python-redis-lock's release script pushes one signal, which wakes one of its BLPOP
+    waiters. The module also sees the lock freed by a foreign DEL, and must not push a second
+    signal for it: on Redis 7.0 its settle step runs after the woken waiter has popped the first
+    one, so the list no longer shows it (python-redis-lock alone wakes one waiter per release)."""
+    c = server.client(protocol=protocol)
+    holder = redis_lock.Lock(c, "n", expire=100)
+    assert holder.acquire(blocking=False)
+
+    def blpop(conn):
+        return conn.blpop(["lock-signal:n"], timeout=5)
+
+    sleepers = [Background(server, blpop, protocol=protocol, label=f"blpop {i}").start()
+                for i in range(2)]
+    wait_until(lambda: all(blpop_waiting(c, w.client_id) for w in sleepers),
+               message="both in BLPOP")
+    holder.release()
+    wait_until(lambda: any(w.done.is_set() for w in sleepers), timeout=3,
+               message="a waiter woken by the release")
+    for _ in range(5):
+        c.ping()  # a 0 ms timer or post-notification job of the module has run by now
+    time.sleep(0.2)  # the assertion window: no second wake-up
+    woken = [w for w in sleepers if w.done.is_set()]
+    assert len(woken) == 1, [w.reply for w in woken]
+    assert c.exists("lock:n") == 0
+    c.lpush("lock-signal:n", 1)  # let the other one go
+    for w in sleepers:
+        w.result(timeout=3)
+
+
 @pytest.mark.parametrize("flush", [["FLUSHDB"], ["FLUSHALL"], ["FLUSHDB", "ASYNC"]])
 def test_flush_leaves_the_database_empty(server, flush):
     """A flush frees every lock but pushes no signal: the database stays empty, as users expect

@@ -258,6 +258,28 @@ impl<C, K: Clock> LockTable<C, K> {
         signal_expire_ms: u64,
         cause: FreedBy,
     ) {
+        if self.freed_not_granted(ks, lock, cause) {
+            if let Ok(false) = ks.signal_pending(&lock.1) {
+                // Best effort: a refused write here has nobody to be reported to.
+                let _ = ks.push_signal(&lock.1, signal_expire_ms);
+            }
+        }
+    }
+
+    /// As [`lock_freed`](Self::lock_freed), when whoever freed the lock also pushed its signal
+    /// (python-redis-lock's unlock script): never a second signal, even if a woken BLPOP waiter
+    /// has already popped the first (python-redis-lock alone wakes one waiter per release).
+    pub fn lock_freed_signalled(&mut self, ks: &mut impl Keyspace, lock: &LockKey, cause: FreedBy) {
+        self.freed_not_granted(ks, lock, cause);
+    }
+
+    /// The shared part of `lock_freed*`: true if the lock is free and no module waiter took it.
+    fn freed_not_granted(
+        &mut self,
+        ks: &mut impl Keyspace,
+        lock: &LockKey,
+        cause: FreedBy,
+    ) -> bool {
         match ks.owner(&lock.1) {
             Ok(None) => {}
             // Held again (re-acquired, overwritten) or now another type: nothing was freed now,
@@ -266,24 +288,18 @@ impl<C, K: Clock> LockTable<C, K> {
                 if self.holders.current(lock, Some(&owner)).is_none() {
                     self.end_hold(lock);
                 }
-                return;
+                return false;
             }
             Err(_) => {
                 self.end_hold(lock);
-                return;
+                return false;
             }
         }
         if self.holders.contains(lock) && cause == FreedBy::Expiry {
             self.event(LockEvent::Expired, lock);
         }
         self.end_hold(lock);
-        if self.grant_next(ks, lock, cause) {
-            return;
-        }
-        if let Ok(false) = ks.signal_pending(&lock.1) {
-            // Best effort: a refused write here has nobody to be reported to.
-            let _ = ks.push_signal(&lock.1, signal_expire_ms);
-        }
+        !self.grant_next(ks, lock, cause)
     }
 
     /// A grant that never reached its client (it disconnected, or Redis 7.0 dropped the reply):

@@ -22,7 +22,7 @@ use super::state::with_table;
 use super::take_back;
 use crate::config::{signal_enabled, signal_expire_ms};
 use crate::engine::{FreedBy, LockKey};
-use crate::keys::name_of_lock_key;
+use crate::keys::{name_of_lock_key, name_of_signal_key};
 
 /// What the settle step has to look at, recorded by callbacks that must not read or write.
 #[derive(Default)]
@@ -33,6 +33,11 @@ struct Pending {
     /// step, because reading the TTL inside the notification callback can expire the key there,
     /// and Redis 7.0 drops the `expired` event nested in our own callback (issue 15, finding 3).
     watch: HashSet<LockKey>,
+    /// Locks whose signal list another command created (python-redis-lock's unlock script
+    /// pushes it before it deletes the lock): their free needs no second signal. On Redis 7.0
+    /// the settle step runs after the BLPOP waiter that signal woke has popped it, so the list
+    /// alone would not show it.
+    signalled: HashSet<LockKey>,
     /// A settle step is scheduled and has not started yet.
     scheduled: bool,
 }
@@ -102,6 +107,12 @@ extern "C" fn on_keyspace_notification(
         std::slice::from_raw_parts(ptr.cast::<u8>(), len)
     };
     let Some(name) = name_of_lock_key(bytes) else {
+        if let Some(name) = name_of_signal_key(bytes) {
+            // SAFETY: the event name is a NUL-terminated static string of the server.
+            if unsafe { CStr::from_ptr(event) }.to_bytes() == b"new" {
+                on_signal_created(&Context::new(ctx), name);
+            }
+        }
         return OK;
     };
     // SAFETY: the event name is a NUL-terminated static string of the server.
@@ -152,6 +163,19 @@ fn on_lock_key_event(ctx: &Context, event: &[u8], name: &[u8]) {
         }
         _ => {}
     }
+}
+
+/// Another command created `lock-signal:<name>` (see `Pending::signalled`). Recorded with a
+/// settle step scheduled, so the record never outlives the turn's settling.
+fn on_signal_created(ctx: &Context, name: &[u8]) {
+    let flags = ctx.get_flags();
+    if flags.contains(ContextFlags::LOADING) || !flags.contains(ContextFlags::MASTER) {
+        return; // replaying: nothing is settled here (see `on_lock_key_event`)
+    }
+    let db = selected_db(ctx);
+    schedule(ctx, |p| {
+        p.signalled.insert((db, name.to_vec()));
+    });
 }
 
 /// `signal no`, yet a non-module command created a lock (python-redis-lock's `SET NX`): its
@@ -258,6 +282,7 @@ fn settle_pending(ctx: &Context) {
         }
         WritePermission::Now => {}
     }
+    let signalled = PENDING.with(|p| std::mem::take(&mut p.borrow_mut().signalled));
     // Bounded: each round settles what the previous one caused, which is rarely anything.
     for _ in 0..16 {
         let (watch, freed) = PENDING.with(|p| {
@@ -277,14 +302,18 @@ fn settle_pending(ctx: &Context) {
                 continue;
             }
             let _ = apply(ctx, &lock, |t, ks| {
-                t.lock_freed(ks, &lock, signal_expire_ms(), cause)
+                if signalled.contains(&lock) {
+                    t.lock_freed_signalled(ks, &lock, cause);
+                } else {
+                    t.lock_freed(ks, &lock, signal_expire_ms(), cause);
+                }
             });
         }
     }
     let more = PENDING.with(|p| {
         let mut p = p.borrow_mut();
         p.scheduled = false;
-        !p.watch.is_empty() || !p.freed.is_empty()
+        !p.watch.is_empty() || !p.freed.is_empty() || !p.signalled.is_empty()
     });
     if more {
         schedule(ctx, |_| {});

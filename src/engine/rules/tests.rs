@@ -323,6 +323,31 @@ fn a_pending_python_signal_is_not_pushed_twice() {
 }
 
 #[test]
+fn a_python_release_whose_signal_was_already_popped_is_not_signalled_again() {
+    // Redis 7.0: the settle step runs after the BLPOP waiter woken by python's signal popped
+    // it, so the list is gone; the glue saw the signal created in the same turn.
+    let mut s = Scenario::new();
+    s.acquire("a", "x", None);
+    s.ks.delete_lock(b"x").unwrap();
+    s.ks.log.clear();
+    s.table
+        .lock_freed_signalled(&mut s.ks, &lock("x"), FreedBy::Deletion);
+    assert!(s.ks.log.is_empty(), "{:?}", s.ks.log);
+    assert!(s.table.held_locks_in(0).is_empty());
+}
+
+#[test]
+fn a_python_release_still_hands_the_lock_to_a_module_waiter() {
+    let mut s = Scenario::new();
+    s.acquire("a", "x", None);
+    s.acquire("b", "x", None);
+    s.ks.delete_lock(b"x").unwrap();
+    s.table
+        .lock_freed_signalled(&mut s.ks, &lock("x"), FreedBy::Deletion);
+    assert_eq!(s.answered(), vec![Scenario::granted("b")]);
+}
+
+#[test]
 fn a_signal_key_of_another_type_is_replaced_when_the_lock_is_freed() {
     let mut s = Scenario::new();
     s.acquire("a", "x", Some(10));
