@@ -34,3 +34,15 @@ def test_instruction_counts_per_protocol():
     for protocol, (count, in_call, whole) in rows.items():
         assert count > 0 and 1000 < in_call < whole, (protocol, rows[protocol])
     assert rows["floor"][1] < rows["native-nosig"][1] < rows["native"][1], rows
+    tax = {}
+    for line in out.stdout.splitlines():
+        m = re.match(r"\| (tax-[\w-]+) \| (\d+) \| ([\d,]+) \| ([\d,]+) \| ([\d.]+)x \|", line)
+        if m:
+            tax[m.group(1)] = (int(m.group(2)), int(m.group(3).replace(",", "")),
+                               int(m.group(4).replace(",", "")), float(m.group(5)))
+    assert set(tax) == {"tax-set", "tax-set-new", "tax-incr"}, out.stdout
+    for protocol, (count, with_module, without, _) in tax.items():
+        assert count > 0 and 500 < without <= with_module * 1.05, (protocol, tax[protocol])
+    # A write of an existing key that is not a lock: the module is not called at all (it does
+    # not listen to the STRING class), so it costs the server next to nothing.
+    assert tax["tax-set"][3] < 1.10 and tax["tax-incr"][3] < 1.10, tax

@@ -13,12 +13,16 @@ whole server. Protocols:
 - floor:         SET <k> <id> NX EX 10, DEL <k>
 - handoff:       contended: CLIENTS connections on one lock, each acquiring (waiting), then
                  releasing at once; counted per hand-off
+- tax-set, tax-set-new, tax-incr: the module tax on other traffic: plain `SET key:<i> xxx` over
+                 1000 existing keys, `SET` of a new key each time, `INCR` over 1000 existing keys,
+                 each measured on a server with the module and on the same binary without it
 
 The pairs cycle over 16 locks with LAG locks held at any time (the acquire of lock i is sent
 with the release of lock i-LAG), pipelined 50 pairs at a time on one connection.
 
 Usage: python tools/profile/instructions.py [--server redis-server] [--module PATH]
-           [--pairs 10000] [--handoffs 5000] [--protocols native,native-nosig,python,floor,handoff]
+           [--pairs 10000] [--handoffs 5000]
+           [--protocols native,native-nosig,python,floor,handoff,tax-set,tax-set-new,tax-incr]
            [--keep DIR]
 Prints a markdown table.
 """
@@ -47,6 +51,8 @@ end
 """
 LOCKS = 16
 BATCH = 50
+TAX_KEYS = 1000
+TAX = ("tax-set", "tax-set-new", "tax-incr")
 
 
 def enc(*args):
@@ -129,6 +135,28 @@ def run_pairs(port, protocol, n, lag, tag):
     conn.sock.close()
 
 
+def tax_command(protocol, i, tag):
+    if protocol == "tax-set":
+        return enc("SET", f"key:{i % TAX_KEYS}", "xxx")
+    if protocol == "tax-set-new":
+        return enc("SET", f"new:{tag}:{i}", "xxx")
+    if protocol == "tax-incr":
+        return enc("INCR", f"counter:{i % TAX_KEYS}")
+    raise ValueError(protocol)
+
+
+def run_tax(port, protocol, n, tag):
+    """Plain commands that are not the module's, pipelined 2*BATCH at a time."""
+    conn = Conn(port)
+    for start in range(0, n, 2 * BATCH):
+        count = min(2 * BATCH, n - start)
+        conn.send(b"".join(tax_command(protocol, i, tag) for i in range(start, start + count)))
+        bad = [r for r in conn.replies(count) if r[:1] == b"-"]
+        if bad:
+            raise RuntimeError(f"{protocol}: unexpected reply {bad[0]!r}")
+    conn.sock.close()
+
+
 def run_handoffs(port, n, clients, tag):
     """CLIENTS connections contend for one lock; each grant is released at once."""
     sel = selectors.DefaultSelector()
@@ -191,13 +219,14 @@ def totals(profile):
     return total
 
 
-def measure(args, protocol, workdir):
+def measure(args, protocol, workdir, with_module=True):
     port = free_port()
-    profile = os.path.join(workdir, f"callgrind.{protocol}")
+    suffix = "" if with_module else "-without-module"
+    profile = os.path.join(workdir, f"callgrind.{protocol}{suffix}")
+    load = ["--loadmodule", args.module] if with_module else []
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={profile}",
-         args.server, "--port", str(port), "--save", "", "--appendonly", "no",
-         "--loadmodule", args.module],
+         args.server, "--port", str(port), "--save", "", "--appendonly", "no", *load],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -214,12 +243,20 @@ def measure(args, protocol, workdir):
             count = args.handoffs
             def work(n, tag):
                 run_handoffs(port, n, args.clients, tag)
+        elif protocol in TAX:
+            count = args.pairs
+            def work(n, tag):
+                run_tax(port, protocol, n, tag)
         else:
             count = args.pairs
             def work(n, tag):
                 run_pairs(port, protocol, n, args.lag, tag)
-        work(max(count // 5, 100), "warm")  # warm-up: tables, script cache, allocator
-        Conn(port).call("FLUSHALL")  # the warm-up's last locks are still held
+        # Warm-up: tables, script cache, allocator; for the tax runs, every key of the run.
+        work(max(count // 5, TAX_KEYS if protocol in TAX else 100), "warm")
+        if protocol not in TAX:
+            # The warm-up's last locks are still held. The tax runs keep their keys: a plain
+            # SET or INCR of an existing key (tax-set-new makes new keys on purpose).
+            Conn(port).call("FLUSHALL")
         step(f"{protocol}: warmed up")
         subprocess.run(["callgrind_control", "-i", "on", str(server.pid)],
                        check=True, capture_output=True)
@@ -248,7 +285,8 @@ def main():
     p.add_argument("--handoffs", type=int, default=5000)
     p.add_argument("--clients", type=int, default=8, help="connections in the handoff run")
     p.add_argument("--lag", type=int, default=8, help="locks held at once in the pair runs")
-    p.add_argument("--protocols", default="native,native-nosig,python,floor,handoff")
+    p.add_argument("--protocols",
+                   default="native,native-nosig,python,floor,handoff," + ",".join(TAX))
     p.add_argument("--keep", metavar="DIR",
                    help="keep the callgrind profiles in DIR (callgrind.<protocol>), for callgrind_annotate")
     args = p.parse_args()
@@ -256,15 +294,20 @@ def main():
         if shutil.which(tool) is None:
             sys.exit(f"instructions.py: {tool} not found (apt install valgrind)")
     protocols = [x for x in args.protocols.split(",") if x]
-    rows = {}
+    rows, without = {}, {}
+
+    def measure_all(workdir):
+        for protocol in protocols:
+            rows[protocol] = measure(args, protocol, workdir)
+            if protocol in TAX:
+                without[protocol] = measure(args, protocol, workdir, with_module=False)
+
     if args.keep:
         os.makedirs(args.keep, exist_ok=True)
-        for protocol in protocols:
-            rows[protocol] = measure(args, protocol, args.keep)
+        measure_all(args.keep)
     else:
         with tempfile.TemporaryDirectory() as workdir:
-            for protocol in protocols:
-                rows[protocol] = measure(args, protocol, workdir)
+            measure_all(workdir)
     version = subprocess.run([args.server, "--version"], capture_output=True, text=True).stdout
     print(f"server: {version.strip()}")
     print()
@@ -272,11 +315,25 @@ def main():
     print("|---|---:|---:|---:|---:|")
     python = rows.get("python")
     for protocol, (count, in_call, whole) in rows.items():
+        if protocol in TAX:
+            continue
         ratio = ""
         if python and protocol != "handoff" and python[1]:
             ratio = f"{(in_call / count) / (python[1] / python[0]):.2f}x"
         unit = "hand-off" if protocol == "handoff" else "pair"
         print(f"| {protocol} | {count} {unit}s | {in_call / count:,.0f} | {whole / count:,.0f} | {ratio} |")
+
+    if without:
+        print()
+        print("| other traffic | commands | instructions per command in call(), with the module "
+              "| without it | with vs without |")
+        print("|---|---:|---:|---:|---:|")
+        for protocol, (count, in_call, _) in rows.items():
+            if protocol not in without:
+                continue
+            base = without[protocol][1] / without[protocol][0]
+            ratio = f"{(in_call / count) / base:.3f}x" if base else ""
+            print(f"| {protocol} | {count} | {in_call / count:,.0f} | {base:,.0f} | {ratio} |")
 
 
 if __name__ == "__main__":
