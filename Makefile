@@ -102,7 +102,8 @@ clean:
 #                   (BENCH_ARGS="--url redis://127.0.0.1:6379 --flush-ok" to use a running server)
 # make bench-quick  the same with --quick (well under a minute of running), output to a temp dir:
 #                   a smoke test that never fails on numbers, only when the tool or server breaks
-# make instructions  server instructions per lock operation under callgrind, per protocol, for each
+# make instructions  server instructions per lock operation (and per plain SET/INCR, with the module vs
+#                   without: its tax on other traffic) under callgrind, per protocol, for each
 #                   server of SERVERS (tools/profile): steady where µs are not (INSTR_ARGS="--pairs 2000")
 BENCH_ARGS ?=
 INSTR_ARGS ?=
