@@ -46,7 +46,9 @@ fn init(ctx: &Context, args: &[redis_module::RedisString]) -> redis_module::Stat
         return redis_module::Status::Err;
     }
     server::command_info::register(ctx);
-    if events::subscribe_keyspace_events(ctx) == redis_module::Status::Err {
+    if server::key_event_subscription::subscribe_at_load(ctx, config::signal_enabled())
+        == redis_module::Status::Err
+    {
         return redis_module::Status::Err;
     }
     if events::subscribe_server_events(ctx) == redis_module::Status::Err {
@@ -59,6 +61,11 @@ fn init(ctx: &Context, args: &[redis_module::RedisString]) -> redis_module::Stat
         return redis_module::Status::Err;
     }
     server::sessions::subscribe_client_events(ctx)
+}
+
+fn deinit(_ctx: &Context) -> redis_module::Status {
+    server::key_event_subscription::release_at_unload();
+    redis_module::Status::Ok
 }
 
 #[info_command_handler]
@@ -92,6 +99,7 @@ redis_module! {
     allocator: (ModuleAlloc, ModuleAlloc {}),
     data_types: [],
     init: init,
+    deinit: deinit,
     commands: [],
     configurations: [
         i64: [
@@ -102,7 +110,8 @@ redis_module! {
         ],
         string: [],
         bool: [
-            ["signal", &config::SIGNAL, config::SIGNAL_DEFAULT, ConfigurationFlags::DEFAULT, None],
+            ["signal", &config::SIGNAL, config::SIGNAL_DEFAULT, ConfigurationFlags::DEFAULT,
+             Some(Box::new(server::key_event_subscription::on_signal_config_changed))],
         ],
         enum: [],
         module_args_as_configuration: true,

@@ -44,5 +44,6 @@ def test_instruction_counts_per_protocol():
     for protocol, (count, with_module, without, _) in tax.items():
         assert count > 0 and 500 < without <= with_module * 1.05, (protocol, tax[protocol])
     # A write of an existing key that is not a lock: the module is not called at all (it does
-    # not listen to the STRING class), so it costs the server next to nothing.
-    assert tax["tax-set"][3] < 1.10 and tax["tax-incr"][3] < 1.10, tax
+    # not listen to the STRING class), so it costs the server next to nothing. Nor a new key:
+    # with `signal yes` the module does not listen to `new` (1.25x on Redis 7.0 when it did).
+    assert all(tax[p][3] < 1.10 for p in ("tax-set", "tax-incr", "tax-set-new")), tax

@@ -79,6 +79,19 @@ def test_foreign_lock_while_signal_no_is_counted_and_logged_once(server, protoco
     assert c.exists("lock:py1") == 0
 
 
+def test_foreign_lock_is_counted_when_loaded_with_signal_no(make_server, protocol):
+    """Loaded with `signal no` (the module listens to key creation from its load on), a lock
+    another command creates without expiry is counted at once, and only locks are."""
+    s = make_server("signal", "no")
+    c = s.client(protocol=protocol)
+    lock = redis_lock.Lock(s.client(protocol=protocol), "py1")  # no expiry: SET NX only
+    assert lock.acquire(blocking=False)
+    c.set("other", "x")
+    assert foreign_count(c) == 1
+    assert warnings_in_log(s) == 1
+    lock.release()
+
+
 def test_signal_rejects_a_non_boolean(server):
     c = server.client()
     try:

@@ -33,8 +33,9 @@ struct Pending {
     /// step, because reading the TTL inside the notification callback can expire the key there,
     /// and Redis 7.0 drops the `expired` event nested in our own callback (issue 15, finding 3).
     watch: HashSet<LockKey>,
-    /// Locks whose signal list another command created (python-redis-lock's unlock script
-    /// pushes it before it deletes the lock): their free needs no second signal. On Redis 7.0
+    /// Locks whose signal list another command pushed (python-redis-lock's unlock script
+    /// pushes it, then sets its expiry, before it deletes the lock): their free needs no
+    /// second signal. On Redis 7.0
     /// the settle step runs after the BLPOP waiter that signal woke has popped it, so the list
     /// alone would not show it.
     signalled: HashSet<LockKey>,
@@ -47,43 +48,10 @@ thread_local! {
     static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
 }
 
-/// The keyspace classes we listen to. Not `STRING`: every SET/INCR/APPEND of every key would
-/// then cost the server a module context and a call into us (the server builds the context
-/// before the callback can look at the key). The events that matter on `lock:*` keys are all
-/// generic (`expire`, `del`, `rename_*`, `move_*`, `copy_to`, `restore`), `expired`, `evicted`,
-/// and `new` (a key is created: python-redis-lock's `SET NX`, with or without expiry).
-fn subscribed_classes() -> c_int {
-    raw::REDISMODULE_NOTIFY_GENERIC
-        | raw::REDISMODULE_NOTIFY_EXPIRED
-        | raw::REDISMODULE_NOTIFY_EVICTED
-        | raw::REDISMODULE_NOTIFY_NEW
-}
-
-/// Subscribes the raw keyspace-notification callback (called from `init`).
-pub fn subscribe_keyspace_events(ctx: &Context) -> Status {
-    // SAFETY: called from OnLoad with its live context; the callback is an `extern "C"`
-    // function of this module that never unwinds.
-    let status = unsafe {
-        match raw::RedisModule_SubscribeToKeyspaceEvents {
-            Some(subscribe) => subscribe(
-                ctx.ctx,
-                subscribed_classes(),
-                Some(on_keyspace_notification),
-            ),
-            None => raw::REDISMODULE_ERR as c_int,
-        }
-    };
-    if status == raw::REDISMODULE_OK as c_int {
-        Status::Ok
-    } else {
-        Status::Err
-    }
-}
-
 /// The raw callback. It costs next to nothing for what is not ours: our own writes return at
 /// once (their effects are already accounted for), and any key is checked for the `lock:`
 /// prefix on its raw bytes before anything is converted or allocated.
-extern "C" fn on_keyspace_notification(
+pub(super) extern "C" fn on_keyspace_notification(
     ctx: *mut raw::RedisModuleCtx,
     _class: c_int,
     event: *const c_char,
@@ -109,8 +77,8 @@ extern "C" fn on_keyspace_notification(
     let Some(name) = name_of_lock_key(bytes) else {
         if let Some(name) = name_of_signal_key(bytes) {
             // SAFETY: the event name is a NUL-terminated static string of the server.
-            if unsafe { CStr::from_ptr(event) }.to_bytes() == b"new" {
-                on_signal_created(&Context::new(ctx), name);
+            if unsafe { CStr::from_ptr(event) }.to_bytes() == b"expire" {
+                on_signal_pushed(&Context::new(ctx), name);
             }
         }
         return OK;
@@ -126,8 +94,9 @@ extern "C" fn on_keyspace_notification(
 }
 
 /// A foreign command changed `lock:<name>`. Only records; never reads or writes keys here.
-/// - It appears (`new`, `rename_to`, `move_to`, `copy_to`, `restore`): track it, and watch its
-///   deadline (a `restore` or `rename_to` can carry an expiry without an `expire` event).
+/// - It appears (`rename_to`, `move_to`, `copy_to`, `restore`, and `new` where the module
+///   listens to it: see `key_event_subscription`): track it, and watch its deadline (a
+///   `restore` or `rename_to` can carry an expiry without an `expire` event).
 /// - Its expiry changes (`expire`: SET … PX, PEXPIRE, GETEX, …): watch the new deadline.
 /// - It goes away (`del` for DEL/UNLINK/GETDEL, `expired`, `evicted`, `rename_from`,
 ///   `move_from`): forget it and schedule the hand-off.
@@ -165,9 +134,11 @@ fn on_lock_key_event(ctx: &Context, event: &[u8], name: &[u8]) {
     }
 }
 
-/// Another command created `lock-signal:<name>` (see `Pending::signalled`). Recorded with a
-/// settle step scheduled, so the record never outlives the turn's settling.
-fn on_signal_created(ctx: &Context, name: &[u8]) {
+/// Another command gave `lock-signal:<name>` an expiry: python-redis-lock's release and reset
+/// scripts do (DEL, LPUSH, PEXPIRE), right after they push the signal (see
+/// `Pending::signalled`). Recorded with a settle step scheduled, so the record never outlives
+/// the turn's settling.
+fn on_signal_pushed(ctx: &Context, name: &[u8]) {
     let flags = ctx.get_flags();
     if flags.contains(ContextFlags::LOADING) || !flags.contains(ContextFlags::MASTER) {
         return; // replaying: nothing is settled here (see `on_lock_key_event`)

@@ -3,6 +3,12 @@
 //! table's holder records instead (a set insert per grant cost the hot path two hashes and a copy
 //! of the name). SWAPDB sends no per-key events, so this and those records are how we know which
 //! locks it may have freed. A database's set goes once it is empty.
+//!
+//! A lock another command creates without expiry is noted only once it is given one, or while
+//! the module listens to key creation (`key_event_subscription`: once `lock.signal` has been
+//! `no`). Until then a SWAPDB that takes such a lock away does not signal its python waiters;
+//! they wake at their own BLPOP timeout, as with python-redis-lock alone, which never signals
+//! on a SWAPDB. Module waiters are not affected: the lock table knows their locks.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};

@@ -10,7 +10,8 @@
 //!   `blocking` (blocked clients, their replies, timeouts, disconnects), `deadlines` (one timer
 //!   for the deadlines of locks that have waiters), `sessions` (closed connections, lease
 //!   renewal), `take_back` (grants nobody received), `events` (keyspace notifications and server
-//!   events that free locks behind our back) and `cluster` (slot checks, what to answer while a
+//!   events that free locks behind our back; `key_event_subscription`: which of them we listen
+//!   to) and `cluster` (slot checks, what to answer while a
 //!   lock's slot moves). Their timer and event handlers run rules operations through `effects`
 //!   again: that is the one import circle, and nothing below takes part in it.
 //! - `acl`: ACL key permissions on the keys a command really touches (the name is NOT_KEY).
@@ -32,6 +33,7 @@ pub mod dispatch;
 pub mod effects;
 pub mod events;
 pub mod info;
+pub mod key_event_subscription;
 pub mod key_names;
 pub mod key_writes;
 pub mod keyspace;
