@@ -35,9 +35,8 @@ struct Pending {
     watch: HashSet<LockKey>,
     /// Locks whose signal list another command pushed (python-redis-lock's unlock script
     /// pushes it, then sets its expiry, before it deletes the lock): their free needs no
-    /// second signal. On Redis 7.0
-    /// the settle step runs after the BLPOP waiter that signal woke has popped it, so the list
-    /// alone would not show it.
+    /// second signal. On Redis 7.0 the settle step runs after the BLPOP waiter that signal
+    /// woke has popped it, so the list alone would not show it.
     signalled: HashSet<LockKey>,
     /// A settle step is scheduled and has not started yet.
     scheduled: bool,
@@ -50,7 +49,7 @@ thread_local! {
 
 /// The raw callback. It costs next to nothing for what is not ours: our own writes return at
 /// once (their effects are already accounted for), and any key is checked for the `lock:`
-/// prefix on its raw bytes before anything is converted or allocated.
+/// (then `lock-signal:`) prefix on its raw bytes before anything is converted or allocated.
 pub(super) extern "C" fn on_keyspace_notification(
     ctx: *mut raw::RedisModuleCtx,
     _class: c_int,
