@@ -34,6 +34,12 @@ pub fn caller_client_id(ctx: &Context, flags: &ContextFlags) -> Option<u64> {
     (id != 0).then_some(id)
 }
 
+/// The server replays history (loading the AOF or RDB, or a replica applying its primary's
+/// stream): nothing is freed now, and the module never grants or signals on its own.
+pub fn replaying(flags: &ContextFlags) -> bool {
+    flags.contains(ContextFlags::LOADING) || !flags.contains(ContextFlags::MASTER)
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum WritePermission {
     Now,
@@ -44,8 +50,7 @@ pub enum WritePermission {
 /// May a timer or job of ours write now? Only a primary that is not loading, and not while
 /// the server asks modules to avoid replication traffic (CLIENT PAUSE WRITE, failover).
 pub fn write_permission(ctx: &Context) -> WritePermission {
-    let flags = ctx.get_flags();
-    if !flags.contains(ContextFlags::MASTER) || flags.contains(ContextFlags::LOADING) {
+    if replaying(&ctx.get_flags()) {
         return WritePermission::Never;
     }
     if ctx.avoid_replication_traffic() {

@@ -10,9 +10,9 @@ use std::ffi::CStr;
 use std::os::raw::{c_char, c_int};
 use std::time::Duration;
 
-use redis_module::{raw, Context, ContextFlags, Status};
+use redis_module::{raw, Context, Status};
 
-use super::context::{select_db, selected_db, write_permission, WritePermission};
+use super::context::{replaying, select_db, selected_db, write_permission, WritePermission};
 use super::deadlines;
 use super::effects::apply;
 use super::keyspace::writing_now;
@@ -104,8 +104,7 @@ fn on_lock_key_event(ctx: &Context, event: &[u8], name: &[u8]) {
     let db = selected_db(ctx);
     // Replaying the AOF or the primary's stream: the events replay history, nothing is freed
     // now, and a replica never grants or signals on its own. Only keep track of the locks.
-    let flags = ctx.get_flags();
-    let replaying = flags.contains(ContextFlags::LOADING) || !flags.contains(ContextFlags::MASTER);
+    let replaying = replaying(&ctx.get_flags());
     match event {
         b"new" | b"rename_to" | b"move_to" | b"copy_to" | b"restore" | b"expire" => {
             known_locks::note_exists(db, name);
@@ -138,9 +137,8 @@ fn on_lock_key_event(ctx: &Context, event: &[u8], name: &[u8]) {
 /// `Pending::signalled`). Recorded with a settle step scheduled, so the record never outlives
 /// the turn's settling.
 fn on_signal_pushed(ctx: &Context, name: &[u8]) {
-    let flags = ctx.get_flags();
-    if flags.contains(ContextFlags::LOADING) || !flags.contains(ContextFlags::MASTER) {
-        return; // replaying: nothing is settled here (see `on_lock_key_event`)
+    if replaying(&ctx.get_flags()) {
+        return; // nothing is settled here (see `on_lock_key_event`)
     }
     let db = selected_db(ctx);
     schedule(ctx, |p| {
